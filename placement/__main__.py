@@ -1,0 +1,7 @@
+"""``python -m placement`` runs the command line."""
+
+import sys
+
+from placement.cli import main
+
+sys.exit(main())

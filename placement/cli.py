@@ -1,0 +1,108 @@
+"""The ``placement`` command line: parse, call the library, print.
+
+Every failure caused by the input ends in a one-line ``error:`` message and exit status
+2, never a traceback. ``analyze`` exits 1 when ``--fail-on`` is met, so a runbook step can
+gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from placement.errors import PlacementError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="placement",
+        description="Plan where the replicas of sharded data live, and how to get there.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    analyze = sub.add_parser("analyze", help="report balance, health and violations of a state")
+    analyze.add_argument("state", help="state document (JSON, placement.state/1)")
+    out = analyze.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--prometheus", action="store_true", help="print Prometheus text exposition")
+    analyze.add_argument(
+        "--fail-on",
+        choices=["never", "warning", "critical", "violation"],
+        default="never",
+        help="exit 1 when the status reaches this level, or on any hard-constraint violation",
+    )
+    analyze.add_argument("--max-items", type=int, default=None, help="cap each violation list in --json output")
+
+    demo = sub.add_parser("demo", help="analyze the example cluster shipped with the package")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the state document")
+    del schema
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except PlacementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `placement analyze x.json | head`
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from placement.evaluate import evaluate
+
+    if args.command == "schema":
+        from placement.schema import state_schema
+
+        print(json.dumps(state_schema(), indent=2))
+        return EXIT_OK
+    if args.command == "demo":
+        from placement.datasets import example_state
+
+        report = evaluate(example_state())
+        print(report.to_json(max_items=20) if args.json else report.to_text())
+        if not args.json:
+            print(
+                "\nThis is the example cluster shipped with placement (placement/data/example_state.json):"
+                "\na failed node, a newly joined empty node and a hot node above headroom."
+            )
+        return EXIT_OK
+    if args.command == "analyze":
+        from placement.io import load_state
+
+        report = evaluate(load_state(args.state))
+        if args.json:
+            print(report.to_json(max_items=args.max_items))
+        elif args.prometheus:
+            sys.stdout.write(report.to_prometheus())
+        else:
+            print(report.to_text())
+        failed = {
+            "never": False,
+            "warning": report.status in ("warning", "critical"),
+            "critical": report.status == "critical",
+            "violation": bool(report.violations),
+        }[args.fail_on]
+        return EXIT_CHECK_FAILED if failed else EXIT_OK
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
