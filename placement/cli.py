@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the state document")
     del schema
+
+    plan = sub.add_parser("plan", help="plan moves: repair first, then improve balance, within the budget")
+    plan.add_argument("state", help="state document (JSON, placement.state/1)")
+    plan.add_argument("-o", "--output", required=True, help="where to write the plan document (JSON)")
+    plan.add_argument("--max-moves", type=int, default=None, help="most moves in the plan, repairs included")
+    plan.add_argument("--max-bytes", type=float, default=None, help="most bytes moved, repairs included")
+    plan.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
+    plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    plan.add_argument("--target-imbalance", type=float, default=0.02, help="stop balancing within this ratio")
+    plan.add_argument("--allow-partial", action="store_true", help="write the best partial plan if constraints remain violated")
+    plan.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 
@@ -84,6 +95,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "\na failed node, a newly joined empty node and a hot node above headroom."
             )
         return EXIT_OK
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "analyze":
         from placement.io import load_state
 
@@ -102,6 +115,60 @@ def _dispatch(args: argparse.Namespace) -> int:
         }[args.fail_on]
         return EXIT_CHECK_FAILED if failed else EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from placement.io import load_state
+    from placement.planner import plan
+
+    state = load_state(args.state)
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(info: dict[str, object]) -> bool:
+        if show:
+            total = f"/{info['total']}" if info.get("total") else ""
+            print(
+                f"\r{info['phase']}: {info['done']}{total} steps, {info['moves']} moves, "
+                f"{float(info['bytes_moved']) / 1e9:,.1f} GB",  # type: ignore[arg-type]
+                end="",
+                file=sys.stderr,
+            )
+        return True
+
+    result = plan(
+        state,
+        max_moves=args.max_moves,
+        max_bytes=args.max_bytes,
+        time_limit_s=args.time_limit,
+        seed=args.seed,
+        target_imbalance=args.target_imbalance,
+        allow_partial=args.allow_partial,
+        progress=progress,
+    )
+    if show:
+        print(file=sys.stderr)
+    try:
+        result.dump(state, args.output)
+    except OSError as exc:
+        print(f"error: cannot write {args.output!r}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    ratio = result.bound_ratio
+    before = result.before["imbalance"]
+    after = result.after["imbalance"]
+    print(
+        f"{result.n_moves} moves, {result.bytes_moved / 1e9:,.1f} GB "
+        f"(lower bound {result.lower_bound_bytes / 1e9:,.1f} GB, ratio {'n/a' if ratio is None else f'{ratio:.3f}'}); "
+        f"violations {result.before['violations']} -> {result.after['violations']}; "
+        + ", ".join(
+            f"{r} imbalance {_fmt(before[r])} -> {_fmt(after[r])}" for r in before
+        )
+        + f"; wrote {args.output}"
+    )
+    return EXIT_OK if result.after["violations"] == 0 else EXIT_CHECK_FAILED
+
+
+def _fmt(x: object) -> str:
+    return "n/a" if x is None else f"{float(x):.1%}"  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

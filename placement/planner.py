@@ -236,21 +236,22 @@ def plan(
     # The plan is the diff, slot by slot (the engine keeps replicas in their slots), so a
     # replica moved twice becomes one move and one moved back disappears.
     changed_s, changed_j = np.nonzero(final != before_nodes)
-    last_reason = np.full(before_nodes.shape, 7, dtype=np.int8)
+    # A slot's move serves the reason of the engine's first move out of that slot: a
+    # drained replica later moved again for balance is still a drain.
+    first_reason = np.full(before_nodes.shape, 7, dtype=np.int8)
     if result.shard:
-        # Reason of the last engine move into each slot (slots are rewritten in order).
-        slot_of = {}
-        for s_, src, tgt, r in zip(result.shard, result.source, result.target, result.reason, strict=True):
-            slot_of[(s_, tgt)] = r
-            del src
-        for s_, j in zip(changed_s.tolist(), changed_j.tolist(), strict=True):
-            last_reason[s_, j] = slot_of.get((s_, int(final[s_, j])), 7)
+        rec_s = np.asarray(result.shard, dtype=np.int64)
+        rec_j = np.asarray(result.slot, dtype=np.int64)
+        rec_r = np.asarray(result.reason, dtype=np.int8)
+        keys = rec_s * before_nodes.shape[1] + rec_j
+        _, first = np.unique(keys, return_index=True)  # index of each slot's first record
+        first_reason[rec_s[first], rec_j[first]] = rec_r[first]
     order = np.argsort(changed_s, kind="stable")
     shard = changed_s[order].astype(np.int64)
     slot = changed_j[order]
     source = before_nodes[shard, slot].astype(np.int64)
     target = final[shard, slot].astype(np.int64)
-    reason = last_reason[shard, slot]
+    reason = first_reason[shard, slot]
     # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
     by_reason = np.argsort(reason, kind="stable")
     shard, source, target, reason = shard[by_reason], source[by_reason], target[by_reason], reason[by_reason]

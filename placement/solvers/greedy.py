@@ -65,6 +65,7 @@ class GreedyResult:
     source: list[int] = field(default_factory=list)
     target: list[int] = field(default_factory=list)
     reason: list[int] = field(default_factory=list)
+    slot: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -233,6 +234,7 @@ class _Engine:
         out.source.append(source)
         out.target.append(target)
         out.reason.append(REASON[reason])
+        out.slot.append(slot)
 
     # -- phase 1: repair ---------------------------------------------------------------
     def repair(self) -> None:
@@ -276,10 +278,15 @@ class _Engine:
             todo.extend((int(live[s]), s, j, "min-regions") for j in crowded[:need])
         # Fewest live replicas first; then by reason order; stable on shard index.
         todo.sort(key=lambda t: (t[0], REASON[t[3]], t[1]))
+        if self._should_stop("repair", 0, len(todo)):
+            self.unplaced.extend(t[1] for t in todo)
+            return
         for k, (_, s, j, reason) in enumerate(todo):
             if k % 2048 == 0 and self._should_stop("repair", k, len(todo)):
                 self.unplaced.extend(t[1] for t in todo[k:])
                 break
+            if reason in ("spread", "min-regions") and not self._still_needed(s, j, reason):
+                continue  # an earlier repair of the same shard already fixed it
             source = int(nodes[s, j])
             if not self._budget_ok(s, source if source >= 0 and self.alive[source] else -1):
                 self.unplaced.append(s)
@@ -290,6 +297,14 @@ class _Engine:
                 continue
             self._move(s, j, target, reason)
         self._relieve_capacity()
+
+    def _still_needed(self, s: int, j: int, reason: str) -> bool:
+        row = self.nodes[s]
+        live = [int(x) for x in row if x >= 0 and self.alive[x]]
+        if reason == "min-regions":
+            return len(set(self.region[live].tolist())) < self.required_regions[s]
+        d = self.dom[row[j]]
+        return int((self.dom[live] == d).sum()) > self.max_per_domain
 
     def _slots_on(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(shard, slot) of the replicas currently on node *n*."""
@@ -326,6 +341,8 @@ class _Engine:
     # -- phase 2: balance --------------------------------------------------------------
     def balance(self, target_imbalance: float, min_gain: float) -> str:
         goal = 1.0 + target_imbalance
+        if self._should_stop("balance", 0, None):
+            return "time limit or stopped"
         hot_heap = [(-float(self.pressure[n]), int(n)) for n in np.flatnonzero(self.active)]
         heapq.heapify(hot_heap)
         stuck: set[int] = set()

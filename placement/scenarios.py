@@ -1,0 +1,166 @@
+"""Cluster events as state transforms, each followed by one call to :func:`plan`.
+
+Each ``with_*`` function returns a new :class:`State` (inputs are never mutated); each
+``plan_*`` function applies the event and plans for it in one call.
+
+>>> import placement
+>>> st = placement.synthetic_state(60, 3000, seed=1)
+>>> new_state, p = plan_drain(st, [st.cluster.node_ids[0]])
+>>> p.after["violations"], set(p.reason_names()) <= {"drain", "balance"}
+(0, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from placement.errors import UnknownIdError, format_ids
+from placement.model import Cluster, NodeState, Placement, State
+from placement.plan import Plan
+from placement.planner import plan
+
+__all__ = [
+    "plan_add_nodes",
+    "plan_capacity_change",
+    "plan_drain",
+    "plan_failure",
+    "plan_rebalance",
+    "with_capacity",
+    "with_new_nodes",
+    "with_node_state",
+]
+
+
+def _indices(state: State, node_ids: Iterable[str]) -> np.ndarray:
+    index = state.cluster.node_index()
+    ids = list(node_ids)
+    unknown = [n for n in ids if n not in index]
+    if unknown:
+        raise UnknownIdError(f"Unknown node id(s) {format_ids(unknown)}; they are not in the cluster.")
+    return np.array([index[n] for n in ids], dtype=np.int64)
+
+
+def with_node_state(state: State, node_ids: Iterable[str], node_state: str | NodeState) -> State:
+    """The state with the given nodes marked active, draining or failed."""
+    ns = node_state if isinstance(node_state, NodeState) else NodeState.parse(str(node_state))
+    new = state.cluster.state.copy()
+    new[_indices(state, node_ids)] = ns
+    return state.with_cluster(state.cluster.with_state(new))
+
+
+def with_failed_domain(state: State, level: str, domain: str) -> State:
+    """The state with every node of one domain (e.g. a zone) failed."""
+    c = state.cluster
+    k = c.level_index(level)
+    names = c.domain_names[k]
+    if domain not in names:
+        raise UnknownIdError(f"Unknown {level} {domain!r}; known: {format_ids(names, limit=10)}.")
+    members = np.flatnonzero(c.domain_of[:, k] == names.index(domain))
+    return with_node_state(state, [c.node_ids[i] for i in members], NodeState.FAILED)
+
+
+def with_capacity(state: State, changes: Mapping[str, Mapping[str, float]]) -> State:
+    """The state with new capacities, ``{node_id: {resource: capacity}}``."""
+    c = state.cluster
+    cap = c.capacity.copy()
+    idx = _indices(state, changes)
+    for i, values in zip(idx.tolist(), changes.values(), strict=True):
+        for res, value in values.items():
+            cap[i, c.resource_index(res)] = value
+    return state.with_cluster(_rebuild(c, capacity=cap))
+
+
+def with_new_nodes(
+    state: State,
+    node_ids: Sequence[str],
+    capacity: Any,
+    location: Sequence[Sequence[str]],
+    *,
+    bandwidth_bps: Sequence[float] | None = None,
+) -> State:
+    """The state with empty new nodes added (active)."""
+    c = state.cluster
+    n_new = len(node_ids)
+    cap = np.vstack([c.capacity, np.asarray(capacity, dtype=np.float64).reshape(n_new, c.n_resources)])
+    loc = _locations(c) + [list(x) for x in location]
+    bw = np.concatenate([c.bandwidth_bps, np.full(n_new, np.nan) if bandwidth_bps is None else np.asarray(bandwidth_bps, float)])
+    cluster = _rebuild(
+        c,
+        node_ids=[*c.node_ids, *node_ids],
+        capacity=cap,
+        location=loc,
+        state=np.concatenate([c.state, np.zeros(n_new, dtype=np.int8)]),
+        bandwidth_bps=bw,
+    )
+    p = state.placement
+    return State(cluster, state.shards, Placement.build(p.nodes, n_nodes=cluster.n_nodes, pinned=p.pinned), state.policy)
+
+
+def _locations(c: Cluster) -> list[list[str]]:
+    return [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in range(c.n_nodes)]
+
+
+def _rebuild(c: Cluster, **changes: Any) -> Cluster:
+    args: dict[str, Any] = {
+        "node_ids": c.node_ids,
+        "resources": c.resources,
+        "capacity": c.capacity,
+        "levels": c.levels,
+        "location": _locations(c),
+        "size_resource": c.size_resource,
+        "state": c.state,
+        "bandwidth_bps": c.bandwidth_bps,
+        "links": [{"a": a, "b": b, **d} for a, b, d in c.region_graph.graph.edges(data=True)],
+        "regions": c.regions,
+    }
+    args.update(changes)
+    return Cluster.build(**args)
+
+
+def plan_add_nodes(state: State, node_ids: Sequence[str], capacity: Any, location: Sequence[Sequence[str]], **options: Any) -> tuple[State, Plan]:
+    """Nodes joined: move onto them only what balance needs."""
+    new = with_new_nodes(state, node_ids, capacity, location)
+    return new, plan(new, **options)
+
+
+def plan_drain(state: State, node_ids: Iterable[str], **options: Any) -> tuple[State, Plan]:
+    """Graceful departure: empty the nodes (their replicas stay readable meanwhile)."""
+    new = with_node_state(state, node_ids, NodeState.DRAINING)
+    options.setdefault("trigger_imbalance", new.policy.imbalance_warning)
+    return new, plan(new, **options)
+
+
+def plan_failure(state: State, node_ids: Iterable[str] = (), *, zone: str | None = None, **options: Any) -> tuple[State, Plan]:
+    """Emergency: nodes (or a whole zone) failed; restore replication, fewest live replicas first.
+
+    Balancing is left for later (``trigger_imbalance`` defaults to the critical level) so the
+    emergency plan moves only what the failure forces.
+    """
+    new = with_failed_domain(state, state.spread_level, zone) if zone is not None else state
+    ids = list(node_ids)
+    if ids:
+        new = with_node_state(new, ids, NodeState.FAILED)
+    options.setdefault("trigger_imbalance", new.policy.imbalance_critical)
+    return new, plan(new, **options)
+
+
+def plan_capacity_change(state: State, changes: Mapping[str, Mapping[str, float]], **options: Any) -> tuple[State, Plan]:
+    """Capacities changed: relieve nodes now above headroom, rebalance if needed."""
+    new = with_capacity(state, changes)
+    return new, plan(new, **options)
+
+
+def plan_rebalance(state: State, *, maintenance: bool = False, **options: Any) -> tuple[State, Plan]:
+    """Load drifted: act only above the policy's warning level; stop inside the target.
+
+    ``maintenance=True`` is the bulk rebalance of a maintenance window: always act, and
+    aim tighter (1%).
+    """
+    if maintenance:
+        options.setdefault("target_imbalance", 0.01)
+    else:
+        options.setdefault("trigger_imbalance", state.policy.imbalance_warning)
+    return state, plan(state, **options)
