@@ -133,6 +133,44 @@ def _knapsack_bytes(node: np.ndarray, amount: np.ndarray, size: np.ndarray, need
     return out
 
 
+def _untangle(
+    shard: np.ndarray, source: np.ndarray, target: np.ndarray, reason: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rewrite shards with several changed slots as a set difference.
+
+    Slot-wise, A->B in one slot and B->C in another would be two moves, the first onto a
+    node that still holds the shard; as sets it is the single move A->C. Only shards with
+    two or more changed slots (few) go through this Python loop.
+    """
+    counts = np.bincount(shard) if shard.size else np.zeros(0, dtype=np.int64)
+    multi = np.flatnonzero(counts >= 2)
+    if multi.size == 0:
+        return shard, source, target, reason
+    in_multi = np.isin(shard, multi)
+    keep = ~in_multi
+    out_s, out_a, out_b, out_r = [shard[keep]], [source[keep]], [target[keep]], [reason[keep]]
+    extra_s, extra_a, extra_b, extra_r = [], [], [], []
+    idx = np.flatnonzero(in_multi)
+    for s in multi.tolist():
+        rows = idx[shard[idx] == s]
+        srcs, tgts = source[rows].tolist(), target[rows].tolist()
+        removed = [a for a in srcs if a < 0 or a not in tgts]
+        added = [b for b in tgts if b < 0 or b not in srcs]
+        reasons = {a: r for a, r in zip(srcs, reason[rows].tolist(), strict=True)}
+        for a, b in zip(removed, added, strict=True):
+            if b < 0:  # a replica dropped without replacement cannot come from a plan
+                raise AssertionError("internal error: a move without a target")
+            extra_s.append(s)
+            extra_a.append(a)
+            extra_b.append(b)
+            extra_r.append(reasons[a])
+    out_s.append(np.array(extra_s, dtype=np.int64))
+    out_a.append(np.array(extra_a, dtype=np.int64))
+    out_b.append(np.array(extra_b, dtype=np.int64))
+    out_r.append(np.array(extra_r, dtype=np.int8))
+    return np.concatenate(out_s), np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_r)
+
+
 def plan(
     state: State,
     /,
@@ -252,6 +290,7 @@ def plan(
     source = before_nodes[shard, slot].astype(np.int64)
     target = final[shard, slot].astype(np.int64)
     reason = first_reason[shard, slot]
+    shard, source, target, reason = _untangle(shard, source, target, reason)
     # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
     by_reason = np.argsort(reason, kind="stable")
     shard, source, target, reason = shard[by_reason], source[by_reason], target[by_reason], reason[by_reason]

@@ -65,7 +65,12 @@ def dump_state(state: State, path: str | os.PathLike[str], *, indent: int | None
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A JSON number that fits a float64 (huge integers do not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    if isinstance(x, int) and abs(x) >= 2**1023:
+        return False
+    return True
 
 
 def _str_list(value: Any, what: str) -> list[str]:
@@ -170,6 +175,10 @@ def _read_cluster(doc: Mapping[str, Any], resources: list[str], levels: list[str
         bw = rec.get("bandwidth_bps")
         if bw is not None and not _is_number(bw):
             raise SchemaError(f"Node {nid!r} bandwidth_bps must be a number, got {bw!r}.")
+        if bw is not None and math.isnan(bw):
+            raise InvalidValueError(
+                f"Node {nid!r} has bandwidth_bps NaN; give a finite number > 0, or omit it when unknown."
+            )
         bandwidth.append(math.nan if bw is None else float(bw))
     links = doc.get("links")
     if links is not None and not isinstance(links, list):
@@ -240,11 +249,18 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
         rf = rec.get("replicas")
         if not isinstance(rf, int) or isinstance(rf, bool):
             raise SchemaError(f"Shard {sid!r} needs 'replicas', a whole number, got {rf!r}.")
+        if not 1 <= rf <= 1000:
+            raise InvalidValueError(f"Shard {sid!r} has replicas={rf!r:.30}; replicas must be >= 1 (and at most 1000).")
         replicas[k] = rf
         mina = rec.get("min_available")
         if mina is not None:
             if not isinstance(mina, int) or isinstance(mina, bool):
                 raise SchemaError(f"Shard {sid!r} min_available must be a whole number, got {mina!r}.")
+            if not 1 <= mina <= rf:
+                raise InvalidValueError(
+                    f"Shard {sid!r} has min_available={mina!r:.30}; it must be between 1 and replicas ({rf}). "
+                    "Lower min_available or raise replicas."
+                )
             min_available[k] = mina
             has_min[k] = True
         names = rec.get("nodes", [])
@@ -291,7 +307,7 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
                     raise SchemaError(f"Shard {sid!r} client weight for {region!r} must be a number.")
                 c_rows.append(k)
                 c_cols.append(r)
-                c_vals.append(weight)
+                c_vals.append(float(weight))
 
     if unknown_nodes:
         raise UnknownIdError(
@@ -368,10 +384,18 @@ def state_to_document(state: State) -> dict[str, Any]:
         if not math.isnan(c.bandwidth_bps[i]):
             rec["bandwidth_bps"] = _num(c.bandwidth_bps[i])
         nodes.append(rec)
-    links = [
-        {"a": a, "b": b, **{k: _num(v) for k, v in sorted(d.items())}}
-        for a, b, d in c.region_graph.graph.edges(data=True)
-    ]
+    # Links in a canonical order (ends and list sorted by region order), so that writing
+    # a state, reading it and writing it again gives the same document.
+    region_pos = {r: i for i, r in enumerate(c.regions)}
+    links = sorted(
+        (
+            {"a": a, "b": b, **{k: _num(v) for k, v in sorted(d.items())}}
+            for a, b, d in (
+                (*sorted((u, v), key=region_pos.__getitem__), d) for u, v, d in c.region_graph.graph.edges(data=True)
+            )
+        ),
+        key=lambda link: (region_pos[link["a"]], region_pos[link["b"]]),
+    )
     allowed_lists = [
         None if m.all() else [c.regions[r] for r in np.flatnonzero(m)] for m in s.allowed_regions
     ]
@@ -411,7 +435,8 @@ def state_to_document(state: State) -> dict[str, Any]:
         "levels": list(c.levels),
         "nodes": nodes,
     }
-    extra_regions = [r for r in c.regions if r not in set(c.domain_names[0]) and not c.region_graph.graph.degree(r)]
+    node_regions = set(c.domain_names[0])
+    extra_regions = [r for r in c.regions if r not in node_regions]
     if links:
         doc["links"] = links
     if extra_regions:
@@ -433,7 +458,7 @@ def _reject_unknown_keys(record: Mapping[str, Any], known: frozenset[str], what:
     drop a constraint, so they are errors. Keys starting with "x-" are left for extensions."""
     extra = [k for k in record.keys() - known if not (isinstance(k, str) and k.startswith("x-"))]
     if extra:
-        raise UnknownIdError(
+        raise SchemaError(
             f"{what} has unknown field(s) {sorted(map(str, extra))}; known fields: {sorted(known)}. "
             'Fix the spelling, or prefix extension fields with "x-".'
         )

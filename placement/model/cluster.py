@@ -117,7 +117,7 @@ class RegionGraph:
         for source in g.nodes:
             i = index[source]
             lat_len, lat_paths = nx.single_source_dijkstra(g, source, weight="latency_ms")
-            cost_len = nx.single_source_dijkstra_path_length(g, source, weight="cost_per_gb")
+            cost_len = nx.single_source_dijkstra_path_length(g, source, weight=_cost_weight)
             for target, length in lat_len.items():
                 j = index[target]
                 latency[i, j] = length
@@ -145,13 +145,15 @@ class RegionGraph:
         for k, link in enumerate(links or ()):
             if not isinstance(link, Mapping):
                 raise SchemaError(f"links[{k}] must be an object with 'a', 'b' and 'latency_ms'.")
-            missing = [key for key in ("a", "b", "latency_ms") if key not in link]
+            missing = [key for key in ("a", "b", "latency_ms") if link.get(key) is None]
             if missing:
                 raise SchemaError(
                     f"links[{k}] lacks {', '.join(missing)}; each link needs 'a', 'b' "
                     "(region names) and 'latency_ms'."
                 )
             a, b = str(link["a"]), str(link["b"])
+            if not a or not b:
+                raise SchemaError(f"links[{k}] needs non-empty region names in 'a' and 'b'.")
             if a == b:
                 raise InvalidValueError(f"links[{k}] joins region {a!r} to itself; drop it.")
             attrs = {}
@@ -186,9 +188,17 @@ class RegionGraph:
         )
 
 
+def _cost_weight(a: str, b: str, attrs: Mapping[str, Any]) -> float:
+    """A link without a cost costs nothing (networkx would otherwise count 1 per hop)."""
+    del a, b
+    return float(attrs.get("cost_per_gb", 0.0))
+
+
 def _non_negative(value: Any, what: str) -> float:
     try:
         x = float(value)
+    except OverflowError:
+        raise InvalidValueError(f"{what} is too large, got {value!r:.40}.") from None
     except (TypeError, ValueError):
         raise SchemaError(f"{what} must be a number, got {value!r}.") from None
     if not math.isfinite(x) or x < 0:

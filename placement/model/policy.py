@@ -8,9 +8,16 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from placement.errors import InvalidValueError, SchemaError, UnknownIdError
+from placement.errors import InvalidValueError, SchemaError
 
 __all__ = ["Policy"]
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,12 @@ class Policy:
         object.__setattr__(self, "headroom_by_resource", MappingProxyType(dict(self.headroom_by_resource)))
         for name, value in [("headroom", self.headroom), *self.headroom_by_resource.items()]:
             label = "policy.headroom" if name == "headroom" else f"policy.headroom[{name!r}]"
-            if not (isinstance(value, (int, float)) and 0 < value <= 1):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise InvalidValueError(f"{label} must be in (0, 1], got {value!r}.")
         for name in ("max_per_domain", "min_regions", "max_concurrent_per_node"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidValueError(f"policy.{name} must be a whole number >= 1, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+                raise InvalidValueError(f"policy.{name} must be a whole number >= 1 (at most 1000000), got {value!r:.40}.")
         for name in (
             "imbalance_warning",
             "imbalance_critical",
@@ -92,7 +99,7 @@ class Policy:
             value = getattr(self, name)
             if value is None and name.startswith("latency"):
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value) or value < 0:
                 raise InvalidValueError(f"policy.{name} must be a finite number >= 0, got {value!r}.")
         if self.imbalance_critical < self.imbalance_warning:
             raise InvalidValueError(
@@ -118,17 +125,20 @@ class Policy:
             return cls()
         if not isinstance(data, Mapping):
             raise SchemaError(f"policy must be an object, got {type(data).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        known = {f.name for f in fields(cls)} - {"headroom_by_resource"}  # set through "headroom"
+        unknown = sorted(str(k) for k in data if k not in known and not (isinstance(k, str) and k.startswith("x-")))
         if unknown:
-            raise UnknownIdError(
-                f"Unknown policy field(s) {unknown}; known fields: {sorted(known - {'headroom_by_resource'})}."
+            raise SchemaError(
+                f"Unknown policy field(s) {unknown}; known fields: {sorted(known)}. Fix the spelling, "
+                'or prefix extension fields with "x-".'
             )
-        kwargs = dict(data)
+        kwargs = {k: v for k, v in data.items() if k in known}
         headroom = kwargs.get("headroom")
         if isinstance(headroom, Mapping):
             # A per-resource object: its "default" entry (if any) is the scalar headroom.
             per = dict(headroom)
+            if not all(isinstance(k, str) for k in per):
+                raise SchemaError("policy.headroom keys must be resource names.")
             kwargs["headroom"] = per.pop("default", cls.headroom)
             kwargs["headroom_by_resource"] = per
         return cls(**kwargs)

@@ -126,7 +126,7 @@ class State:
             h.update(a.tobytes())
 
         text([c.node_ids, c.resources, c.size_resource, c.levels, c.domain_names, c.regions])
-        text(sorted((a, b, sorted(d.items())) for a, b, d in c.region_graph.graph.edges(data=True)))
+        text(sorted((*sorted((a, b)), sorted(d.items())) for a, b, d in c.region_graph.graph.edges(data=True)))
         for a in (c.capacity, c.domain_of, c.state, c.bandwidth_bps):
             arr(a)
         # Normalize what depends on how the state was built: string width, group order.
@@ -147,7 +147,7 @@ class State:
         order = np.argsort(p.nodes, axis=1)
         arr(np.take_along_axis(p.nodes, order, axis=1).astype(np.int64))
         arr(np.take_along_axis(p.pinned, order, axis=1))
-        text(self.policy.to_mapping())
+        text(_numbers_as_float(self.policy.to_mapping()))
         return h.hexdigest()
 
     # -- checks ----------------------------------------------------------------------
@@ -195,6 +195,15 @@ class State:
         used = set(np.unique(c.region_of).tolist())
         used.update(np.unique(s.clients.indices).tolist())
         c.region_graph.check_connected(used)
+
+
+def _numbers_as_float(obj: object) -> object:
+    """50 and 50.0 are the same policy value; hash them alike."""
+    if isinstance(obj, dict):
+        return {k: _numbers_as_float(v) for k, v in obj.items()}
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return float(obj)
+    return obj
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
