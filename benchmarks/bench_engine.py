@@ -40,17 +40,25 @@ def _scenario(state: placement.State, name: str) -> tuple[placement.State, dict]
     if name == "capacity-change":
         rng = np.random.default_rng(2)
         picks = rng.choice(c.n_nodes, max(1, c.n_nodes // 50), replace=False)
-        return with_capacity(state, {c.node_ids[i]: {"disk_bytes": c.capacity[i, 0] * 0.6} for i in picks}), {}
+        return with_capacity(
+            state, {c.node_ids[i]: {"disk_bytes": c.capacity[i, 0] * 0.6} for i in picks}
+        ), {}
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("scenario", ["add-10pct", "drain-1", "fail-zone", "skew-5pct", "capacity-change"])
+@pytest.mark.parametrize(
+    "scenario", ["add-10pct", "drain-1", "fail-zone", "skew-5pct", "capacity-change"]
+)
 @pytest.mark.parametrize("tier", ["S", "M", "L"])
 def test_plan(benchmark, tier_state, tier, scenario):
     state, options = _scenario(tier_state(tier), scenario)
     state.sha256()  # hash once outside the timing (cached on the state)
     result = benchmark.pedantic(
-        plan, args=(state,), kwargs={"time_limit_s": TIME_LIMIT_S[tier], **options}, rounds=1 if tier == "L" else 3, iterations=1
+        plan,
+        args=(state,),
+        kwargs={"time_limit_s": TIME_LIMIT_S[tier], **options},
+        rounds=1 if tier == "L" else 3,
+        iterations=1,
     )
     benchmark.extra_info.update(
         {

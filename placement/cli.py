@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         default="never",
         help="exit 1 when the status reaches this level, or on any hard-constraint violation",
     )
-    analyze.add_argument("--max-items", type=int, default=None, help="cap each violation list in --json output")
+    analyze.add_argument(
+        "--max-items", type=int, default=None, help="cap each violation list in --json output"
+    )
 
     demo = sub.add_parser("demo", help="analyze the example cluster shipped with the package")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -47,15 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of the state document")
     del schema
 
-    plan = sub.add_parser("plan", help="plan moves: repair first, then improve balance, within the budget")
+    plan = sub.add_parser(
+        "plan", help="plan moves: repair first, then improve balance, within the budget"
+    )
     plan.add_argument("state", help="state document (JSON, placement.state/1)")
-    plan.add_argument("-o", "--output", required=True, help="where to write the plan document (JSON)")
-    plan.add_argument("--max-moves", type=int, default=None, help="most moves in the plan, repairs included")
-    plan.add_argument("--max-bytes", type=float, default=None, help="most bytes moved, repairs included")
+    plan.add_argument(
+        "-o", "--output", required=True, help="where to write the plan document (JSON)"
+    )
+    plan.add_argument(
+        "--max-moves", type=int, default=None, help="most moves in the plan, repairs included"
+    )
+    plan.add_argument(
+        "--max-bytes", type=float, default=None, help="most bytes moved, repairs included"
+    )
     plan.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
     plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    plan.add_argument("--target-imbalance", type=float, default=0.02, help="stop balancing within this ratio")
-    plan.add_argument("--allow-partial", action="store_true", help="write the best partial plan if constraints remain violated")
+    plan.add_argument(
+        "--target-imbalance", type=float, default=0.02, help="stop balancing within this ratio"
+    )
+    plan.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="write the best partial plan if constraints remain violated",
+    )
     plan.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -159,9 +175,7 @@ def _plan(args: argparse.Namespace) -> int:
         f"{result.n_moves} moves, {result.bytes_moved / 1e9:,.1f} GB "
         f"(lower bound {result.lower_bound_bytes / 1e9:,.1f} GB, ratio {'n/a' if ratio is None else f'{ratio:.3f}'}); "
         f"violations {result.before['violations']} -> {result.after['violations']}; "
-        + ", ".join(
-            f"{r} imbalance {_fmt(before[r])} -> {_fmt(after[r])}" for r in before
-        )
+        + ", ".join(f"{r} imbalance {_fmt(before[r])} -> {_fmt(after[r])}" for r in before)
         + f"; wrote {args.output}"
     )
     return EXIT_OK if result.after["violations"] == 0 else EXIT_CHECK_FAILED

@@ -32,7 +32,17 @@ from placement.model import NodeState, State
 __all__ = ["KINDS", "Violations", "check", "node_load", "is_valid"]
 
 #: Violation kinds, in the order reports list them.
-KINDS = ("unavailable", "below_min", "under_replicated", "failed", "draining", "capacity", "spread", "regions", "residency")
+KINDS = (
+    "unavailable",
+    "below_min",
+    "under_replicated",
+    "failed",
+    "draining",
+    "capacity",
+    "spread",
+    "regions",
+    "residency",
+)
 
 
 def node_load(state: State, nodes: np.ndarray) -> np.ndarray:
@@ -101,7 +111,9 @@ class Violations:
         """True when anything is violated."""
         return self.total > 0
 
-    def describe(self, state: State, *, limit: int | None = 20) -> dict[str, list[dict[str, object]]]:
+    def describe(
+        self, state: State, *, limit: int | None = 20
+    ) -> dict[str, list[dict[str, object]]]:
         """Violations with ids, at most *limit* per kind (None for all)."""
         c, s = state.cluster, state.shards
         sid, nid = s.ids, c.node_ids
@@ -111,8 +123,12 @@ class Violations:
         for kind in ("unavailable", "below_min", "under_replicated"):
             idx = getattr(self, kind)[cut]
             out[kind] = [
-                {"shard": str(sid[k]), "live": int(self.live_count[k]), "replicas": int(s.replicas[k]),
-                 "min_available": int(s.min_available[k])}
+                {
+                    "shard": str(sid[k]),
+                    "live": int(self.live_count[k]),
+                    "replicas": int(s.replicas[k]),
+                    "min_available": int(s.min_available[k]),
+                }
                 for k in idx
             ]
         for kind in ("failed", "draining", "residency"):
@@ -120,19 +136,30 @@ class Violations:
             out[kind] = [{"shard": str(sid[a]), "node": nid[b]} for a, b in pairs]
         for k, (node, res) in enumerate(self.capacity[cut]):
             out.setdefault("capacity", []).append(
-                {"node": nid[node], "resource": c.resources[res], "load": float(self.capacity_load[k]),
-                 "limit": float(self.capacity_limit[k]),
-                 "utilization": _ratio(self.capacity_load[k], c.capacity[node, res])}
+                {
+                    "node": nid[node],
+                    "resource": c.resources[res],
+                    "load": float(self.capacity_load[k]),
+                    "limit": float(self.capacity_limit[k]),
+                    "utilization": _ratio(self.capacity_load[k], c.capacity[node, res]),
+                }
             )
         out.setdefault("capacity", [])
         out["spread"] = [
-            {"shard": str(sid[a]), "domain": spread_names[d], "replicas": int(n),
-             "max_per_domain": state.policy.max_per_domain}
+            {
+                "shard": str(sid[a]),
+                "domain": spread_names[d],
+                "replicas": int(n),
+                "max_per_domain": state.policy.max_per_domain,
+            }
             for a, d, n in self.spread[cut]
         ]
         out["regions"] = [
-            {"shard": str(sid[a]), "regions": int(n),
-             "required": int(min(state.policy.min_regions, s.replicas[a]))}
+            {
+                "shard": str(sid[a]),
+                "regions": int(n),
+                "required": int(min(state.policy.min_regions, s.replicas[a])),
+            }
             for a, n in self.regions[cut]
         ]
         return {kind: out[kind] for kind in KINDS}
@@ -144,7 +171,9 @@ def _ratio(load: float, cap: float) -> float:
     return 0.0 if load == 0 else float("inf")
 
 
-def check(state: State, nodes: np.ndarray | None = None, *, load: np.ndarray | None = None) -> Violations:
+def check(
+    state: State, nodes: np.ndarray | None = None, *, load: np.ndarray | None = None
+) -> Violations:
     """Check a placement (default: the state's own) against every hard constraint.
 
     Parameters
@@ -177,7 +206,9 @@ def check(state: State, nodes: np.ndarray | None = None, *, load: np.ndarray | N
     # under-replicated, however its rows were produced.
     live_nodes = np.where(live, nodes, -1)
     srt = np.sort(live_nodes, axis=1)
-    distinct = (srt >= 0) & np.concatenate([np.ones((n_shards, 1), bool), srt[:, 1:] != srt[:, :-1]], axis=1)
+    distinct = (srt >= 0) & np.concatenate(
+        [np.ones((n_shards, 1), bool), srt[:, 1:] != srt[:, :-1]], axis=1
+    )
     live_count = distinct.sum(axis=1)
 
     shard_idx = np.arange(n_shards)
@@ -200,7 +231,9 @@ def check(state: State, nodes: np.ndarray | None = None, *, load: np.ndarray | N
 
     # Spread: sort each row's live domains; a domain occurring more than k times shows up
     # as equal entries k positions apart.
-    dom = np.where(distinct, c.domain_of[:, state.spread_level_index][np.where(srt >= 0, srt, 0)], -1)
+    dom = np.where(
+        distinct, c.domain_of[:, state.spread_level_index][np.where(srt >= 0, srt, 0)], -1
+    )
     dom = np.sort(dom, axis=1)
     k = pol.max_per_domain
     spread_rows: list[np.ndarray] = []
@@ -216,7 +249,10 @@ def check(state: State, nodes: np.ndarray | None = None, *, load: np.ndarray | N
 
     reg = np.where(distinct, c.region_of[np.where(srt >= 0, srt, 0)], -1)
     reg = np.sort(reg, axis=1)
-    n_regions = ((reg >= 0) & np.concatenate([np.ones((n_shards, 1), bool), reg[:, 1:] != reg[:, :-1]], axis=1)).sum(axis=1)
+    n_regions = (
+        (reg >= 0)
+        & np.concatenate([np.ones((n_shards, 1), bool), reg[:, 1:] != reg[:, :-1]], axis=1)
+    ).sum(axis=1)
     required = np.minimum(pol.min_regions, s.replicas)
     short = np.flatnonzero(n_regions < required)
     regions = np.column_stack([short, n_regions[short]]).astype(np.int64)

@@ -135,12 +135,17 @@ def synthetic_state(
     disk = rng.choice(_DISK_CLASSES, size=n_nodes, p=_DISK_SHARES)
     iops = disk / 4e12 * 20_000 * rng.uniform(0.8, 1.2, n_nodes)
     capacity = np.column_stack([disk, np.round(iops)])
-    zone_names = [f"{REGIONS[z // _ZONES_PER_REGION]}-{'abc'[z % _ZONES_PER_REGION]}" for z in range(n_zones)]
+    zone_names = [
+        f"{REGIONS[z // _ZONES_PER_REGION]}-{'abc'[z % _ZONES_PER_REGION]}" for z in range(n_zones)
+    ]
     location = [
         [REGIONS[region_of_zone[z]], zone_names[z], f"{zone_names[z]}-r{rank // _NODES_PER_RACK}"]
         for z, rank in zip(zone_of_node.tolist(), rank_in_zone.tolist(), strict=True)
     ]
-    node_ids = [f"{zone_names[z]}-n{rank:03d}" for z, rank in zip(zone_of_node.tolist(), rank_in_zone.tolist(), strict=True)]
+    node_ids = [
+        f"{zone_names[z]}-n{rank:03d}"
+        for z, rank in zip(zone_of_node.tolist(), rank_in_zone.tolist(), strict=True)
+    ]
     cluster = Cluster.build(
         node_ids=node_ids,
         resources=["disk_bytes", "iops"],
@@ -173,7 +178,9 @@ def synthetic_state(
     for _ in range(3):
         size *= target_utilization * total_disk / (replicas * size.sum())
         size = np.minimum(size, np.minimum(20 * size.mean(), 0.05 * disk.min()))
-    iops_demand = size / size.mean() * (target_utilization * capacity[:, 1].sum() / (replicas * n_shards))
+    iops_demand = (
+        size / size.mean() * (target_utilization * capacity[:, 1].sum() / (replicas * n_shards))
+    )
     iops_demand *= rng.uniform(0.5, 1.5, n_shards)
     demand = np.column_stack([size, iops_demand])
 
@@ -184,7 +191,9 @@ def synthetic_state(
     allowed_zone[eu_shard] = eu_zone
     # Unrestricted shards favour zones that EU-only shards leave free, so that expected
     # utilization is even across regions before the noise of placement.
-    eu_load = replicas * size[eu_shard].sum() * zone_capacity * eu_zone / zone_capacity[eu_zone].sum()
+    eu_load = (
+        replicas * size[eu_shard].sum() * zone_capacity * eu_zone / zone_capacity[eu_zone].sum()
+    )
     free = np.maximum(zone_capacity - eu_load / target_utilization, 0.05 * zone_capacity)
     log_w = np.where(eu_shard[:, None], np.log(zone_capacity)[None, :], np.log(free)[None, :])
     chosen = np.empty((n_shards, replicas), dtype=np.int64)
@@ -208,7 +217,9 @@ def synthetic_state(
         u = rng.random(slots[0].size) * cum[-1]
         node_of[slots] = members[np.searchsorted(cum, u, side="right").clip(max=members.size - 1)]
 
-    _relieve_overloads(node_of, demand, capacity, zone_of_node, region_of_zone, policy.headroom * 0.97)
+    _relieve_overloads(
+        node_of, demand, capacity, zone_of_node, region_of_zone, policy.headroom * 0.97
+    )
 
     # -- clients: a home region near the data, sometimes a second one ----------------------
     home = region_of_zone[chosen[:, 0]]
@@ -216,7 +227,9 @@ def synthetic_state(
     has_second = (rng.random(n_shards) < 0.3) & (second != home)
     rows = np.concatenate([np.arange(n_shards), np.flatnonzero(has_second)])
     cols = np.concatenate([home, second[has_second]])
-    weights = np.concatenate([rng.lognormal(3.0, 1.0, n_shards), rng.lognormal(1.5, 1.0, int(has_second.sum()))])
+    weights = np.concatenate(
+        [rng.lognormal(3.0, 1.0, n_shards), rng.lognormal(1.5, 1.0, int(has_second.sum()))]
+    )
     clients = sp.csr_array((weights, (rows, cols)), shape=(n_shards, len(cluster.regions)))
 
     eu_set = [None, list(_EU)]
@@ -247,7 +260,11 @@ def example_state() -> State:
     """
     from placement.io.interchange import state_from_document
 
-    text = importlib_resources.files("placement.data").joinpath("example_state.json").read_text("utf-8")
+    text = (
+        importlib_resources.files("placement.data")
+        .joinpath("example_state.json")
+        .read_text("utf-8")
+    )
     import json
 
     return state_from_document(json.loads(text))
@@ -280,7 +297,9 @@ def build_example_state() -> State:
     # A failed node, and a new empty node in the zone of the failed one.
     state = c.state.copy()
     state[11] = NodeState.FAILED
-    new_location = [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(3)] for i in range(c.n_nodes)]
+    new_location = [
+        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(3)] for i in range(c.n_nodes)
+    ]
     new_location.append(list(new_location[11]))
     cluster = Cluster.build(
         node_ids=[*c.node_ids, f"{new_location[11][1]}-n099"],
@@ -310,8 +329,13 @@ def _relieve_overloads(
     region_of_node = region_of_zone[zone_of_node]
     n_nodes = capacity.shape[0]
     flat = node_of.ravel()
-    load = np.stack([np.bincount(flat, weights=np.repeat(demand[:, j], node_of.shape[1]), minlength=n_nodes)
-                     for j in range(demand.shape[1])], axis=1)
+    load = np.stack(
+        [
+            np.bincount(flat, weights=np.repeat(demand[:, j], node_of.shape[1]), minlength=n_nodes)
+            for j in range(demand.shape[1])
+        ],
+        axis=1,
+    )
     util = (load / capacity).max(axis=1)
     for node in np.flatnonzero(util > limit):
         rows, cols = np.nonzero(node_of == node)

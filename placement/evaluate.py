@@ -120,7 +120,9 @@ class Report:
                     "id": nid,
                     "state": NodeState(int(c.state[i])).name.lower(),
                     "region": c.regions[c.region_of[i]],
-                    "utilization": {r: _clean(self.utilization[i, j]) for j, r in enumerate(c.resources)},
+                    "utilization": {
+                        r: _clean(self.utilization[i, j]) for j, r in enumerate(c.resources)
+                    },
                 }
             )
         return {
@@ -168,7 +170,9 @@ class Report:
             f"shards {st.shards.n_shards}  live replicas {int(self.violations.live_count.sum())}"
         )
         lines.append("")
-        lines.append(f"{'resource':<16}{'mean util':>10}{'max util':>10}  {'hottest node':<22}{'imbalance':>10}  status")
+        lines.append(
+            f"{'resource':<16}{'mean util':>10}{'max util':>10}  {'hottest node':<22}{'imbalance':>10}  status"
+        )
         for r in self.resources:
             lines.append(
                 f"{r.resource:<16}{_pct(r.mean_utilization):>10}{_pct(r.max_utilization):>10}  "
@@ -181,7 +185,9 @@ class Report:
         )
         lines.append("")
         size = c.size_index
-        order = np.argsort(-np.where(c.active, self.utilization[:, size], -np.inf), kind="stable")[:top]
+        order = np.argsort(-np.where(c.active, self.utilization[:, size], -np.inf), kind="stable")[
+            :top
+        ]
         lines.append(f"hottest active nodes ({c.size_resource})")
         for i in order:
             if not c.active[i]:
@@ -232,44 +238,104 @@ class Report:
         c = st.cluster
         out: list[str] = []
 
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float | None]]) -> None:
+        def metric(
+            name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float | None]]
+        ) -> None:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
                 if value is None:
                     continue
                 label = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-                out.append(f"{name}{{{label}}} {_prom_value(value)}" if label else f"{name} {_prom_value(value)}")
+                out.append(
+                    f"{name}{{{label}}} {_prom_value(value)}"
+                    if label
+                    else f"{name} {_prom_value(value)}"
+                )
 
-        metric("placement_status", "gauge", "Overall status: 0 ok, 1 warning, 2 critical.",
-               [({}, _STATUS.index(self.status))])
-        metric("placement_imbalance_ratio", "gauge",
-               "Max active-node utilization over the cluster mean, minus 1, per resource.",
-               [({"resource": r.resource}, r.imbalance_ratio) for r in self.resources])
-        metric("placement_imbalance_status", "gauge", "Imbalance status per resource: 0 ok, 1 warning, 2 critical.",
-               [({"resource": r.resource}, _STATUS.index(r.status)) for r in self.resources])
-        metric("placement_utilization_mean_ratio", "gauge", "Cluster mean utilization of active nodes per resource.",
-               [({"resource": r.resource}, r.mean_utilization) for r in self.resources])
-        metric("placement_nodes", "gauge", "Nodes per state.",
-               [({"state": s.name.lower()}, float((c.state == s).sum())) for s in NodeState])
-        metric("placement_node_up", "gauge", "Node health: 1 active, 0.5 draining, 0 failed.",
-               [({"node": nid, "state": NodeState(int(c.state[i])).name.lower()}, (1.0, 0.5, 0.0)[int(c.state[i])])
-                for i, nid in enumerate(c.node_ids)])
-        metric("placement_node_utilization_ratio", "gauge", "Utilization (load / capacity) per node and resource.",
-               [({"node": nid, "resource": r}, float(self.utilization[i, j]))
-                for i, nid in enumerate(c.node_ids) for j, r in enumerate(c.resources)])
-        metric("placement_shards", "gauge", "Shards in the state.", [({}, float(st.shards.n_shards))])
+        metric(
+            "placement_status",
+            "gauge",
+            "Overall status: 0 ok, 1 warning, 2 critical.",
+            [({}, _STATUS.index(self.status))],
+        )
+        metric(
+            "placement_imbalance_ratio",
+            "gauge",
+            "Max active-node utilization over the cluster mean, minus 1, per resource.",
+            [({"resource": r.resource}, r.imbalance_ratio) for r in self.resources],
+        )
+        metric(
+            "placement_imbalance_status",
+            "gauge",
+            "Imbalance status per resource: 0 ok, 1 warning, 2 critical.",
+            [({"resource": r.resource}, _STATUS.index(r.status)) for r in self.resources],
+        )
+        metric(
+            "placement_utilization_mean_ratio",
+            "gauge",
+            "Cluster mean utilization of active nodes per resource.",
+            [({"resource": r.resource}, r.mean_utilization) for r in self.resources],
+        )
+        metric(
+            "placement_nodes",
+            "gauge",
+            "Nodes per state.",
+            [({"state": s.name.lower()}, float((c.state == s).sum())) for s in NodeState],
+        )
+        metric(
+            "placement_node_up",
+            "gauge",
+            "Node health: 1 active, 0.5 draining, 0 failed.",
+            [
+                (
+                    {"node": nid, "state": NodeState(int(c.state[i])).name.lower()},
+                    (1.0, 0.5, 0.0)[int(c.state[i])],
+                )
+                for i, nid in enumerate(c.node_ids)
+            ],
+        )
+        metric(
+            "placement_node_utilization_ratio",
+            "gauge",
+            "Utilization (load / capacity) per node and resource.",
+            [
+                ({"node": nid, "resource": r}, float(self.utilization[i, j]))
+                for i, nid in enumerate(c.node_ids)
+                for j, r in enumerate(c.resources)
+            ],
+        )
+        metric(
+            "placement_shards", "gauge", "Shards in the state.", [({}, float(st.shards.n_shards))]
+        )
         counts = self.violations.counts()
-        metric("placement_violations", "gauge", "Hard-constraint violations per kind.",
-               [({"kind": k}, float(counts[k])) for k in KINDS])
-        metric("placement_regional_coverage_ratio", "gauge",
-               "Share of client demand whose region holds a live replica.", [({}, self.coverage)])
-        metric("placement_latency_compliance_ratio", "gauge",
-               "Share of client demand whose nearest live replica is within the latency level.",
-               [({"level": "target", "ms": f"{self.latency_target_ms:g}"}, self.latency_compliance),
-                ({"level": "max", "ms": f"{self.latency_max_ms:g}"}, self.latency_max_compliance)])
-        metric("placement_region_coverage_ratio", "gauge", "Regional coverage of client demand per region.",
-               [({"region": r.region}, r.coverage) for r in self.regions])
+        metric(
+            "placement_violations",
+            "gauge",
+            "Hard-constraint violations per kind.",
+            [({"kind": k}, float(counts[k])) for k in KINDS],
+        )
+        metric(
+            "placement_regional_coverage_ratio",
+            "gauge",
+            "Share of client demand whose region holds a live replica.",
+            [({}, self.coverage)],
+        )
+        metric(
+            "placement_latency_compliance_ratio",
+            "gauge",
+            "Share of client demand whose nearest live replica is within the latency level.",
+            [
+                ({"level": "target", "ms": f"{self.latency_target_ms:g}"}, self.latency_compliance),
+                ({"level": "max", "ms": f"{self.latency_max_ms:g}"}, self.latency_max_compliance),
+            ],
+        )
+        metric(
+            "placement_region_coverage_ratio",
+            "gauge",
+            "Regional coverage of client demand per region.",
+            [({"region": r.region}, r.coverage) for r in self.regions],
+        )
         return "\n".join(out) + "\n"
 
 
@@ -343,7 +409,7 @@ def evaluate(state: State, placement_nodes: np.ndarray | None = None) -> Report:
     >>> r.status, r.violations.counts()["failed"] > 0
     ('critical', True)
     """
-    c, s, pol = state.cluster, state.shards, state.policy
+    c, pol = state.cluster, state.policy
     nodes = state.placement.nodes if placement_nodes is None else placement_nodes
     load = node_load(state, nodes)
     violations = check(state, nodes, load=load)
@@ -385,8 +451,14 @@ def evaluate(state: State, placement_nodes: np.ndarray | None = None) -> Report:
             )
         )
 
-    target = pol.latency_target_ms if pol.latency_target_ms is not None else RUNBOOK_LATENCY_TARGET_MS
-    maximum = pol.latency_max_ms if pol.latency_max_ms is not None else max(RUNBOOK_LATENCY_MAX_MS, target)
+    target = (
+        pol.latency_target_ms if pol.latency_target_ms is not None else RUNBOOK_LATENCY_TARGET_MS
+    )
+    maximum = (
+        pol.latency_max_ms
+        if pol.latency_max_ms is not None
+        else max(RUNBOOK_LATENCY_MAX_MS, target)
+    )
     source = "policy" if pol.latency_target_ms is not None else "runbook default"
     service = _client_service(state, nodes, target, maximum)
 
@@ -438,8 +510,16 @@ def _client_service(state: State, nodes: np.ndarray, target_ms: float, max_ms: f
     local = (live & (replica_region == entry_region[:, None])).any(axis=1)
     graph = c.region_graph
     has_latency = graph.has_latency_model
-    lat = graph.latency_ms[entry_region[:, None], replica_region] if has_latency else np.zeros(rows.shape)
-    nearest = np.where(live, lat, np.inf).min(axis=1) if rows.shape[1] else np.full(len(entry_shard), np.inf)
+    lat = (
+        graph.latency_ms[entry_region[:, None], replica_region]
+        if has_latency
+        else np.zeros(rows.shape)
+    )
+    nearest = (
+        np.where(live, lat, np.inf).min(axis=1)
+        if rows.shape[1]
+        else np.full(len(entry_shard), np.inf)
+    )
     total = float(weight.sum())
     if total <= 0:
         return _Service(entry_region, weight, local, nearest, None, None, None, has_latency)
@@ -458,7 +538,9 @@ def _client_service(state: State, nodes: np.ndarray, target_ms: float, max_ms: f
     )
 
 
-def _region_summaries(state: State, nodes: np.ndarray, load: np.ndarray, service: _Service) -> list[RegionSummary]:
+def _region_summaries(
+    state: State, nodes: np.ndarray, load: np.ndarray, service: _Service
+) -> list[RegionSummary]:
     c = state.cluster
     n_regions = len(c.regions)
     size = c.size_index
@@ -468,12 +550,18 @@ def _region_summaries(state: State, nodes: np.ndarray, load: np.ndarray, service
     node_count = np.bincount(region, minlength=n_regions)
     active_count = np.bincount(region[c.active], minlength=n_regions)
     size_load = np.bincount(region[c.active], weights=load[c.active, size], minlength=n_regions)
-    size_cap = np.bincount(region[c.active], weights=c.capacity[c.active, size], minlength=n_regions)
+    size_cap = np.bincount(
+        region[c.active], weights=c.capacity[c.active, size], minlength=n_regions
+    )
     demand = np.bincount(service.entry_region, weights=service.entry_weight, minlength=n_regions)
-    covered = np.bincount(service.entry_region, weights=service.entry_weight * service.local, minlength=n_regions)
+    covered = np.bincount(
+        service.entry_region, weights=service.entry_weight * service.local, minlength=n_regions
+    )
     target = state.policy.latency_target_ms or RUNBOOK_LATENCY_TARGET_MS
     served = np.bincount(
-        service.entry_region, weights=service.entry_weight * (service.nearest_ms <= target), minlength=n_regions
+        service.entry_region,
+        weights=service.entry_weight * (service.nearest_ms <= target),
+        minlength=n_regions,
     )
     out = []
     for r, name in enumerate(c.regions):
@@ -488,7 +576,9 @@ def _region_summaries(state: State, nodes: np.ndarray, load: np.ndarray, service
                 size_capacity=float(size_cap[r]),
                 client_demand=float(demand[r]),
                 coverage=float(covered[r] / demand[r]) if has else None,
-                latency_compliance=float(served[r] / demand[r]) if has and service.has_latency else None,
+                latency_compliance=float(served[r] / demand[r])
+                if has and service.has_latency
+                else None,
             )
         )
     return out
@@ -522,14 +612,24 @@ def _status(
     if counts["under_replicated"] and not counts["below_min"]:
         rank = max(rank, 1)
         alerts.append(f"{counts['under_replicated']} shards under-replicated.")
-    structural = counts["failed"] + counts["draining"] + counts["spread"] + counts["regions"] + counts["residency"]
+    structural = (
+        counts["failed"]
+        + counts["draining"]
+        + counts["spread"]
+        + counts["regions"]
+        + counts["residency"]
+    )
     if structural:
         rank = max(rank, 1)
         if counts["failed"]:
-            alerts.append(f"{counts['failed']} replicas on failed nodes must be re-created elsewhere.")
+            alerts.append(
+                f"{counts['failed']} replicas on failed nodes must be re-created elsewhere."
+            )
         if counts["residency"]:
             rank = 2
-            alerts.append(f"{counts['residency']} replicas outside their allowed regions (data residency).")
+            alerts.append(
+                f"{counts['residency']} replicas outside their allowed regions (data residency)."
+            )
     if service.coverage is not None and service.coverage < pol.coverage_alert:
         rank = max(rank, 1)
         alerts.append(

@@ -34,7 +34,9 @@ REASONS: tuple[str, ...] = (
 )
 
 
-def apply_moves(nodes: np.ndarray, shard: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+def apply_moves(
+    nodes: np.ndarray, shard: np.ndarray, source: np.ndarray, target: np.ndarray
+) -> np.ndarray:
     """Apply moves in order to a (S, W) node matrix; returns a new matrix.
 
     Raises
@@ -44,13 +46,21 @@ def apply_moves(nodes: np.ndarray, shard: np.ndarray, source: np.ndarray, target
         a shard has no free slot for a created replica.
     """
     out = nodes.copy()
-    for k, (s, a, b) in enumerate(zip(shard.tolist(), source.tolist(), target.tolist(), strict=True)):
+    for k, (s, a, b) in enumerate(
+        zip(shard.tolist(), source.tolist(), target.tolist(), strict=True)
+    ):
         row = out[s]
         if b in row:
-            raise InvalidValueError(f"Move {k}: the target node already holds a replica of shard index {s}.")
+            raise InvalidValueError(
+                f"Move {k}: the target node already holds a replica of shard index {s}."
+            )
         slots = np.flatnonzero(row == (a if a >= 0 else EMPTY))
         if slots.size == 0:
-            what = "no free slot (already fully replicated)" if a < 0 else "no replica on the source node"
+            what = (
+                "no free slot (already fully replicated)"
+                if a < 0
+                else "no replica on the source node"
+            )
             raise InvalidValueError(f"Move {k}: shard index {s} has {what}.")
         row[slots[0]] = b
     return out
@@ -114,7 +124,11 @@ class Plan:
         return [REASONS[r] for r in self.reason.tolist()]
 
     def summary(self) -> dict[str, Any]:
-        counts = np.bincount(self.reason, minlength=len(REASONS)) if self.n_moves else np.zeros(len(REASONS), int)
+        counts = (
+            np.bincount(self.reason, minlength=len(REASONS))
+            if self.n_moves
+            else np.zeros(len(REASONS), int)
+        )
         return {
             "moves": self.n_moves,
             "bytes_moved": self.bytes_moved,
@@ -140,11 +154,20 @@ class Plan:
                 "reason": REASONS[r],
             }
             for s, a, b, size, r in zip(
-                self.shard.tolist(), self.source.tolist(), self.target.tolist(), self.size_bytes.tolist(),
-                self.reason.tolist(), strict=True,
+                self.shard.tolist(),
+                self.source.tolist(),
+                self.target.tolist(),
+                self.size_bytes.tolist(),
+                self.reason.tolist(),
+                strict=True,
             )
         ]
-        return {"format": PLAN_FORMAT, "state_sha256": self.state_sha256, "moves": moves, "summary": _jsonable(self.summary())}
+        return {
+            "format": PLAN_FORMAT,
+            "state_sha256": self.state_sha256,
+            "moves": moves,
+            "summary": _jsonable(self.summary()),
+        }
 
     def dump(self, state: State, path: str | os.PathLike[str]) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -165,7 +188,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def transfer_cost(state: State, nodes: np.ndarray, shard: np.ndarray, target: np.ndarray) -> np.ndarray:
+def transfer_cost(
+    state: State, nodes: np.ndarray, shard: np.ndarray, target: np.ndarray
+) -> np.ndarray:
     """Cost of each move: GB times the cheapest cost per GB from a live replica to the target.
 
     *nodes* is the placement the moves start from (sources are read from it).
@@ -214,8 +239,14 @@ def plan_from_document(doc: Any, state: State, *, check_hash: bool = True) -> Pl
     reason = np.empty(n, dtype=np.int8)
     unknown: list[str] = []
     for k, m in enumerate(moves):
-        if not isinstance(m, dict) or not isinstance(m.get("shard"), str) or not isinstance(m.get("to"), str):
-            raise SchemaError(f"moves[{k}] needs 'shard' and 'to' (ids) and 'from' (an id or null).")
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("shard"), str)
+            or not isinstance(m.get("to"), str)
+        ):
+            raise SchemaError(
+                f"moves[{k}] needs 'shard' and 'to' (ids) and 'from' (an id or null)."
+            )
         s = shard_index.get(m["shard"])
         b = node_index.get(m["to"])
         a_id = m.get("from")
@@ -226,7 +257,9 @@ def plan_from_document(doc: Any, state: State, *, check_hash: bool = True) -> Pl
         shard[k], source[k], target[k] = s, a, b
         reason[k] = reason_index.get(m.get("reason"), reason_index["balance"])
     if unknown:
-        raise UnknownIdError(f"Plan moves name shards or nodes not in the state: {format_ids(unknown)}.")
+        raise UnknownIdError(
+            f"Plan moves name shards or nodes not in the state: {format_ids(unknown)}."
+        )
     nodes = apply_moves(state.placement.nodes, shard, source, target)
     size = state.shards.demand[shard, state.cluster.size_index]
     return Plan(

@@ -46,7 +46,9 @@ from placement.solvers.greedy import Budget, solve_greedy
 __all__ = ["imbalance", "lower_bound_bytes", "plan"]
 
 
-def imbalance(state: State, nodes: np.ndarray, load: np.ndarray | None = None) -> dict[str, float | None]:
+def imbalance(
+    state: State, nodes: np.ndarray, load: np.ndarray | None = None
+) -> dict[str, float | None]:
     """Imbalance ratio per resource (interchange definition) of a placement."""
     c = state.cluster
     load = node_load(state, nodes) if load is None else load
@@ -106,11 +108,15 @@ def lower_bound_bytes(state: State, target_nodes: np.ndarray) -> float:
         if j == size_j:
             per_node = np.maximum(per_node, excess)
             continue
-        per_node = np.maximum(per_node, _knapsack_bytes(where, s.demand[rows, j], size[rows], excess, c.n_nodes))
+        per_node = np.maximum(
+            per_node, _knapsack_bytes(where, s.demand[rows, j], size[rows], excess, c.n_nodes)
+        )
     return created + drained + float(np.where(act, per_node, 0.0).sum())
 
 
-def _knapsack_bytes(node: np.ndarray, amount: np.ndarray, size: np.ndarray, need: np.ndarray, n_nodes: int) -> np.ndarray:
+def _knapsack_bytes(
+    node: np.ndarray, amount: np.ndarray, size: np.ndarray, need: np.ndarray, n_nodes: int
+) -> np.ndarray:
     """Per node, the fewest bytes whose removal frees *need* of a resource (fractional)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(size > 0, amount / size, np.inf)
@@ -129,7 +135,11 @@ def _knapsack_bytes(node: np.ndarray, amount: np.ndarray, size: np.ndarray, need
     kk = k[has]
     partial = (goal[has] - cum_amount[kk]) / ratio[np.minimum(kk, len(ratio) - 1)]
     partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
-    out[has] = cum_bytes[kk] - cum_bytes[start[has]] + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
+    out[has] = (
+        cum_bytes[kk]
+        - cum_bytes[start[has]]
+        + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
+    )
     return out
 
 
@@ -168,7 +178,12 @@ def _untangle(
     out_a.append(np.array(extra_a, dtype=np.int64))
     out_b.append(np.array(extra_b, dtype=np.int64))
     out_r.append(np.array(extra_r, dtype=np.int8))
-    return np.concatenate(out_s), np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_r)
+    return (
+        np.concatenate(out_s),
+        np.concatenate(out_a),
+        np.concatenate(out_b),
+        np.concatenate(out_r),
+    )
 
 
 def plan(
@@ -231,7 +246,11 @@ def plan(
         No plan within the budget satisfies every hard constraint (unless *allow_partial*).
     """
     t0 = time.perf_counter()
-    for name, value in (("max_moves", max_moves), ("max_moves_per_node", max_moves_per_node), ("max_moves_per_group", max_moves_per_group)):
+    for name, value in (
+        ("max_moves", max_moves),
+        ("max_moves_per_node", max_moves_per_node),
+        ("max_moves_per_group", max_moves_per_group),
+    ):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
             raise InvalidValueError(f"{name} must be a whole number >= 0, got {value!r}.")
     if max_bytes is not None and not (isinstance(max_bytes, (int, float)) and max_bytes >= 0):
@@ -240,7 +259,9 @@ def plan(
         raise InvalidValueError(f"target_imbalance must be >= 0, got {target_imbalance!r}.")
     if not 0 < min_gain <= 1:
         raise InvalidValueError(f"min_gain must be in (0, 1], got {min_gain!r}.")
-    if not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)):
+    if not (
+        isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)
+    ):
         raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
     c = state.cluster
     w = np.ones(c.n_resources)
@@ -293,7 +314,12 @@ def plan(
     shard, source, target, reason = _untangle(shard, source, target, reason)
     # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
     by_reason = np.argsort(reason, kind="stable")
-    shard, source, target, reason = shard[by_reason], source[by_reason], target[by_reason], reason[by_reason]
+    shard, source, target, reason = (
+        shard[by_reason],
+        source[by_reason],
+        target[by_reason],
+        reason[by_reason],
+    )
     size = state.shards.demand[shard, c.size_index]
 
     after_load = node_load(state, final)
@@ -311,9 +337,14 @@ def plan(
     if new_problems and not allow_partial:
         described = after_v.describe(state, limit=3)
         detail = "; ".join(
-            f"{k} x{n} (e.g. {', '.join(str(d) for d in described[k])})" for k, n in new_problems.items()
+            f"{k} x{n} (e.g. {', '.join(str(d) for d in described[k])})"
+            for k, n in new_problems.items()
         )
-        hint = "Raise the budget (max_moves / max_bytes)" if (max_moves is not None or max_bytes is not None) else "Add capacity or relax the policy"
+        hint = (
+            "Raise the budget (max_moves / max_bytes)"
+            if (max_moves is not None or max_bytes is not None)
+            else "Add capacity or relax the policy"
+        )
         raise InfeasibleError(
             f"No valid plan found: after {shard.size} moves these hard constraints still fail: {detail}. "
             f"{hint}, or pass allow_partial=True for the best partial plan."
@@ -337,7 +368,15 @@ def plan(
         reason=reason,
         target_nodes=final,
         lower_bound_bytes=bound,
-        before={"imbalance": before_imb, "violations": before_v.total, "violation_counts": before_v.counts()},
-        after={"imbalance": imbalance(state, final, after_load), "violations": after_v.total, "violation_counts": after_v.counts()},
+        before={
+            "imbalance": before_imb,
+            "violations": before_v.total,
+            "violation_counts": before_v.counts(),
+        },
+        after={
+            "imbalance": imbalance(state, final, after_load),
+            "violations": after_v.total,
+            "violation_counts": after_v.counts(),
+        },
         stats=stats,
     )

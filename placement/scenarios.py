@@ -39,7 +39,9 @@ def _indices(state: State, node_ids: Iterable[str]) -> np.ndarray:
     ids = list(node_ids)
     unknown = [n for n in ids if n not in index]
     if unknown:
-        raise UnknownIdError(f"Unknown node id(s) {format_ids(unknown)}; they are not in the cluster.")
+        raise UnknownIdError(
+            f"Unknown node id(s) {format_ids(unknown)}; they are not in the cluster."
+        )
     return np.array([index[n] for n in ids], dtype=np.int64)
 
 
@@ -84,9 +86,16 @@ def with_new_nodes(
     """The state with empty new nodes added (active)."""
     c = state.cluster
     n_new = len(node_ids)
-    cap = np.vstack([c.capacity, np.asarray(capacity, dtype=np.float64).reshape(n_new, c.n_resources)])
+    cap = np.vstack(
+        [c.capacity, np.asarray(capacity, dtype=np.float64).reshape(n_new, c.n_resources)]
+    )
     loc = _locations(c) + [list(x) for x in location]
-    bw = np.concatenate([c.bandwidth_bps, np.full(n_new, np.nan) if bandwidth_bps is None else np.asarray(bandwidth_bps, float)])
+    bw = np.concatenate(
+        [
+            c.bandwidth_bps,
+            np.full(n_new, np.nan) if bandwidth_bps is None else np.asarray(bandwidth_bps, float),
+        ]
+    )
     cluster = _rebuild(
         c,
         node_ids=[*c.node_ids, *node_ids],
@@ -96,11 +105,19 @@ def with_new_nodes(
         bandwidth_bps=bw,
     )
     p = state.placement
-    return State(cluster, state.shards, Placement.build(p.nodes, n_nodes=cluster.n_nodes, pinned=p.pinned), state.policy)
+    return State(
+        cluster,
+        state.shards,
+        Placement.build(p.nodes, n_nodes=cluster.n_nodes, pinned=p.pinned),
+        state.policy,
+    )
 
 
 def _locations(c: Cluster) -> list[list[str]]:
-    return [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in range(c.n_nodes)]
+    return [
+        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))]
+        for i in range(c.n_nodes)
+    ]
 
 
 def _rebuild(c: Cluster, **changes: Any) -> Cluster:
@@ -120,7 +137,13 @@ def _rebuild(c: Cluster, **changes: Any) -> Cluster:
     return Cluster.build(**args)
 
 
-def plan_add_nodes(state: State, node_ids: Sequence[str], capacity: Any, location: Sequence[Sequence[str]], **options: Any) -> tuple[State, Plan]:
+def plan_add_nodes(
+    state: State,
+    node_ids: Sequence[str],
+    capacity: Any,
+    location: Sequence[Sequence[str]],
+    **options: Any,
+) -> tuple[State, Plan]:
     """Nodes joined: move onto them only what balance needs."""
     new = with_new_nodes(state, node_ids, capacity, location)
     return new, plan(new, **options)
@@ -133,7 +156,9 @@ def plan_drain(state: State, node_ids: Iterable[str], **options: Any) -> tuple[S
     return new, plan(new, **options)
 
 
-def plan_failure(state: State, node_ids: Iterable[str] = (), *, zone: str | None = None, **options: Any) -> tuple[State, Plan]:
+def plan_failure(
+    state: State, node_ids: Iterable[str] = (), *, zone: str | None = None, **options: Any
+) -> tuple[State, Plan]:
     """Emergency: nodes (or a whole zone) failed; restore replication, fewest live replicas first.
 
     Balancing is left for later (``trigger_imbalance`` defaults to the critical level) so the
@@ -147,13 +172,17 @@ def plan_failure(state: State, node_ids: Iterable[str] = (), *, zone: str | None
     return new, plan(new, **options)
 
 
-def plan_capacity_change(state: State, changes: Mapping[str, Mapping[str, float]], **options: Any) -> tuple[State, Plan]:
+def plan_capacity_change(
+    state: State, changes: Mapping[str, Mapping[str, float]], **options: Any
+) -> tuple[State, Plan]:
     """Capacities changed: relieve nodes now above headroom, rebalance if needed."""
     new = with_capacity(state, changes)
     return new, plan(new, **options)
 
 
-def plan_rebalance(state: State, *, maintenance: bool = False, **options: Any) -> tuple[State, Plan]:
+def plan_rebalance(
+    state: State, *, maintenance: bool = False, **options: Any
+) -> tuple[State, Plan]:
     """Load drifted: act only above the policy's warning level; stop inside the target.
 
     ``maintenance=True`` is the bulk rebalance of a maintenance window: always act, and

@@ -40,7 +40,9 @@ def _state(
         state=states,
         links=links,
     )
-    shards = Shards.build(cluster, demand=list(demand), replicas=replicas, allowed_regions=allowed, clients=clients)
+    shards = Shards.build(
+        cluster, demand=list(demand), replicas=replicas, allowed_regions=allowed, clients=clients
+    )
     return State(cluster, shards, Placement.build(list(rows), n_nodes=n), policy or Policy())
 
 
@@ -161,7 +163,9 @@ def test_report_renderings_are_consistent():
         "placement_latency_compliance_ratio",
     ):
         assert f"# TYPE {name} gauge" in prom
-    failed = r.state.cluster.node_ids[int(np.flatnonzero(r.state.cluster.state == NodeState.FAILED)[0])]
+    failed = r.state.cluster.node_ids[
+        int(np.flatnonzero(r.state.cluster.state == NodeState.FAILED)[0])
+    ]
     assert f'placement_node_up{{node="{failed}",state="failed"}} 0.0' in prom
     assert f'placement_violations{{kind="failed"}} {float(r.violations.counts()["failed"])}' in prom
 
@@ -211,7 +215,11 @@ def test_check_agrees_with_a_plain_python_reference(seed, moves):
         if len({c.region_of[x] for x in live}) < min(pol.min_regions, sh.replicas[s]):
             exp_regions.append(s)
         allowed = sh.allowed_regions[sh.residency_class[s]]
-        exp_res.extend((s, x) for x in nodes[s] if x >= 0 and c.state[x] != NodeState.FAILED and not allowed[c.region_of[x]])
+        exp_res.extend(
+            (s, x)
+            for x in nodes[s]
+            if x >= 0 and c.state[x] != NodeState.FAILED and not allowed[c.region_of[x]]
+        )
     assert v.under_replicated.tolist() == exp_under
     assert {(a, b) for a, b, _ in v.spread.tolist()} == exp_spread
     assert v.regions[:, 0].tolist() == exp_regions
@@ -222,4 +230,6 @@ def test_check_agrees_with_a_plain_python_reference(seed, moves):
             if x >= 0:
                 load[x] += sh.demand[s, c.size_index]
     assert np.allclose(placement.node_load(state, nodes)[:, c.size_index], load)
-    assert math.isclose(v.live_count.sum(), sum(len({x for x in r if x >= 0 and c.state[x] != 2}) for r in nodes))
+    assert math.isclose(
+        v.live_count.sum(), sum(len({x for x in r if x >= 0 and c.state[x] != 2}) for r in nodes)
+    )

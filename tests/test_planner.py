@@ -74,7 +74,12 @@ def test_zone_failure(base):
 
 def test_added_nodes_receive_load_and_balance_improves(base):
     c = base.cluster
-    new, p = plan_add_nodes(base, ["new-1", "new-2"], [[8e12, 40000]] * 2, [["us-east", "us-east-a", "x"], ["eu-west", "eu-west-b", "y"]])
+    new, p = plan_add_nodes(
+        base,
+        ["new-1", "new-2"],
+        [[8e12, 40000]] * 2,
+        [["us-east", "us-east-a", "x"], ["eu-west", "eu-west-b", "y"]],
+    )
     _assert_sound(new, p)
     new_idx = [new.cluster.node_ids.index("new-1"), new.cluster.node_ids.index("new-2")]
     assert np.isin(p.target_nodes, new_idx).any()
@@ -92,7 +97,12 @@ def test_capacity_change_relieves_shrunk_node(base):
 
 def test_budget_caps_moves_and_bytes(base):
     total = float(base.shards.demand[:, 0].sum() * 3)
-    for kwargs in ({"max_moves": 25}, {"max_bytes": 0.01 * total}, {"max_moves_per_node": 3}, {"max_moves_per_group": 2}):
+    for kwargs in (
+        {"max_moves": 25},
+        {"max_bytes": 0.01 * total},
+        {"max_moves_per_node": 3},
+        {"max_moves_per_group": 2},
+    ):
         p = plan(base, **kwargs)
         _assert_sound(base, p)
         if "max_moves" in kwargs:
@@ -100,7 +110,9 @@ def test_budget_caps_moves_and_bytes(base):
         if "max_bytes" in kwargs:
             assert p.bytes_moved <= 0.01 * total
         if "max_moves_per_node" in kwargs:
-            counts = np.bincount(np.concatenate([p.source[p.source >= 0], p.target]), minlength=base.cluster.n_nodes)
+            counts = np.bincount(
+                np.concatenate([p.source[p.source >= 0], p.target]), minlength=base.cluster.n_nodes
+            )
             assert counts.max() <= 3
         if "max_moves_per_group" in kwargs:
             assert np.bincount(base.shards.group[p.shard]).max(initial=0) <= 2
@@ -118,7 +130,9 @@ def test_budget_too_small_for_repairs_is_an_error_or_a_partial_plan(base):
 def test_imbalance_scenario_acts_only_above_the_trigger(base):
     _, p = plan_rebalance(base)  # the synthetic start is above the 20% warning level
     assert p.n_moves > 0 and p.after["imbalance"]["disk_bytes"] < 0.2
-    _, calm = plan_rebalance(base.with_placement(placement.Placement.build(p.target_nodes, n_nodes=base.cluster.n_nodes)))
+    _, calm = plan_rebalance(
+        base.with_placement(placement.Placement.build(p.target_nodes, n_nodes=base.cluster.n_nodes))
+    )
     assert calm.n_moves == 0
 
 

@@ -134,12 +134,16 @@ def state_from_document(doc: Any) -> State:
     if size_resource is not None and not isinstance(size_resource, str):
         raise SchemaError(f"size_resource must be a string, got {size_resource!r}.")
     cluster = _read_cluster(doc, resources, levels, size_resource)
-    policy = Policy.from_mapping(_object(doc["policy"], "policy") if doc.get("policy") is not None else None)
+    policy = Policy.from_mapping(
+        _object(doc["policy"], "policy") if doc.get("policy") is not None else None
+    )
     shards, placement = _read_shards(doc["shards"], cluster)
     return State(cluster, shards, placement, policy)
 
 
-def _read_cluster(doc: Mapping[str, Any], resources: list[str], levels: list[str], size_resource: str | None) -> Cluster:
+def _read_cluster(
+    doc: Mapping[str, Any], resources: list[str], levels: list[str], size_resource: str | None
+) -> Cluster:
     records = doc["nodes"]
     if not isinstance(records, list):
         raise SchemaError("nodes must be a list of node objects.")
@@ -155,7 +159,9 @@ def _read_cluster(doc: Mapping[str, Any], resources: list[str], levels: list[str
         ids.append(nid)
         loc = rec.get("location")
         if not isinstance(loc, list) or not all(isinstance(x, str) and x for x in loc):
-            raise SchemaError(f"Node {nid!r} needs a 'location' list of domain names, one per level {levels}.")
+            raise SchemaError(
+                f"Node {nid!r} needs a 'location' list of domain names, one per level {levels}."
+            )
         location.append(loc)
         cap = _object(rec.get("capacity", {}), f"Node {nid!r} capacity")
         for name, value in cap.items():
@@ -166,7 +172,9 @@ def _read_cluster(doc: Mapping[str, Any], resources: list[str], levels: list[str
                     "Add it to `resources` or remove it from the node."
                 )
             if not _is_number(value):
-                raise SchemaError(f"Node {nid!r} capacity {name!r} must be a number, got {value!r}.")
+                raise SchemaError(
+                    f"Node {nid!r} capacity {name!r} must be a number, got {value!r}."
+                )
             capacity[k, j] = value
         state = rec.get("state", "active")
         if not isinstance(state, str):
@@ -250,12 +258,16 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
         if not isinstance(rf, int) or isinstance(rf, bool):
             raise SchemaError(f"Shard {sid!r} needs 'replicas', a whole number, got {rf!r}.")
         if not 1 <= rf <= 1000:
-            raise InvalidValueError(f"Shard {sid!r} has replicas={rf!r:.30}; replicas must be >= 1 (and at most 1000).")
+            raise InvalidValueError(
+                f"Shard {sid!r} has replicas={rf!r:.30}; replicas must be >= 1 (and at most 1000)."
+            )
         replicas[k] = rf
         mina = rec.get("min_available")
         if mina is not None:
             if not isinstance(mina, int) or isinstance(mina, bool):
-                raise SchemaError(f"Shard {sid!r} min_available must be a whole number, got {mina!r}.")
+                raise SchemaError(
+                    f"Shard {sid!r} min_available must be a whole number, got {mina!r}."
+                )
             if not 1 <= mina <= rf:
                 raise InvalidValueError(
                     f"Shard {sid!r} has min_available={mina!r:.30}; it must be between 1 and replicas ({rf}). "
@@ -304,7 +316,9 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
                     unknown_clients.append(f"{sid}:{region}")
                     continue
                 if not _is_number(weight):
-                    raise SchemaError(f"Shard {sid!r} client weight for {region!r} must be a number.")
+                    raise SchemaError(
+                        f"Shard {sid!r} client weight for {region!r} must be a number."
+                    )
                 c_rows.append(k)
                 c_cols.append(r)
                 c_vals.append(float(weight))
@@ -331,7 +345,9 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
         raise InvalidValueError(f"replicas must be >= 1; bad for shards {format_ids(bad)}.")
     if (replicas > 1000).any():
         bad = [ids[i] for i in np.flatnonzero(replicas > 1000)]
-        raise InvalidValueError(f"replicas above 1000 is not a replication factor; shards {format_ids(bad)}.")
+        raise InvalidValueError(
+            f"replicas above 1000 is not a replication factor; shards {format_ids(bad)}."
+        )
     min_available = np.where(has_min, min_available, replicas // 2 + 1)
     shards = Shards.build(
         cluster,
@@ -349,7 +365,9 @@ def _read_shards(records: Any, cluster: Cluster) -> tuple[Shards, Placement]:
         pin = np.zeros((n, width), dtype=bool)
         for k, prow in enumerate(pinned_rows):
             pin[k, : len(prow)] = prow
-        placement = Placement.build(placement.nodes, n_nodes=cluster.n_nodes, pinned=pin, shard_ids=shards.ids)
+        placement = Placement.build(
+            placement.nodes, n_nodes=cluster.n_nodes, pinned=pin, shard_ids=shards.ids
+        )
     return shards, placement
 
 
@@ -391,7 +409,8 @@ def state_to_document(state: State) -> dict[str, Any]:
         (
             {"a": a, "b": b, **{k: _num(v) for k, v in sorted(d.items())}}
             for a, b, d in (
-                (*sorted((u, v), key=region_pos.__getitem__), d) for u, v, d in c.region_graph.graph.edges(data=True)
+                (*sorted((u, v), key=region_pos.__getitem__), d)
+                for u, v, d in c.region_graph.graph.edges(data=True)
             )
         ),
         key=lambda link: (region_pos[link["a"]], region_pos[link["b"]]),
@@ -422,7 +441,13 @@ def state_to_document(state: State) -> dict[str, Any]:
             rec["allowed_regions"] = allowed
         lo, hi = clients.indptr[k], clients.indptr[k + 1]
         if hi > lo:
-            rec["clients"] = dict(zip(regions[clients.indices[lo:hi]].tolist(), map(_num, clients.data[lo:hi]), strict=True))
+            rec["clients"] = dict(
+                zip(
+                    regions[clients.indices[lo:hi]].tolist(),
+                    map(_num, clients.data[lo:hi]),
+                    strict=True,
+                )
+            )
         if s.group[k] >= 0:
             rec["group"] = s.group_names[s.group[k]]
         if p.pinned[k].any():
@@ -449,7 +474,8 @@ def state_to_document(state: State) -> dict[str, Any]:
 def _location_names(c: Cluster) -> list[list[str]]:
     """Each node's location as the domain names it was given, one per level."""
     return [
-        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in range(c.n_nodes)
+        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))]
+        for i in range(c.n_nodes)
     ]
 
 
@@ -465,10 +491,30 @@ def _reject_unknown_keys(record: Mapping[str, Any], known: frozenset[str], what:
 
 
 _TOP_KEYS = frozenset(
-    {"format", "resources", "size_resource", "levels", "nodes", "links", "regions", "shards", "policy"}
+    {
+        "format",
+        "resources",
+        "size_resource",
+        "levels",
+        "nodes",
+        "links",
+        "regions",
+        "shards",
+        "policy",
+    }
 )
 _NODE_KEYS = frozenset({"id", "location", "capacity", "state", "bandwidth_bps"})
 _LINK_KEYS = frozenset({"a", "b", "latency_ms", "cost_per_gb", "bandwidth_bps"})
 _SHARD_KEYS = frozenset(
-    {"id", "demand", "replicas", "min_available", "nodes", "allowed_regions", "clients", "group", "pinned"}
+    {
+        "id",
+        "demand",
+        "replicas",
+        "min_available",
+        "nodes",
+        "allowed_regions",
+        "clients",
+        "group",
+        "pinned",
+    }
 )

@@ -101,7 +101,11 @@ class Placement:
                 arr[i, : len(r)] = r
         if width is not None and arr.shape[1] < width:
             arr = _pad(arr, width)
-        ids = shard_ids if shard_ids is not None else np.char.add("s", np.arange(arr.shape[0]).astype(str))
+        ids = (
+            shard_ids
+            if shard_ids is not None
+            else np.char.add("s", np.arange(arr.shape[0]).astype(str))
+        )
 
         out_of_range = (arr < EMPTY) | (arr >= n_nodes)
         if out_of_range.any():

@@ -123,11 +123,18 @@ class RegionGraph:
                 latency[i, j] = length
                 cost[i, j] = cost_len[target]
                 path = lat_paths[target]
-                widths = [g.edges[a, b].get("bandwidth_bps", math.inf) for a, b in zip(path, path[1:], strict=False)]
+                widths = [
+                    g.edges[a, b].get("bandwidth_bps", math.inf)
+                    for a, b in zip(path, path[1:], strict=False)
+                ]
                 bandwidth[i, j] = min(widths, default=math.inf)
         # Unknown cost is no cost rather than infinite: cost only ranks moves.
         cost[~np.isfinite(cost)] = 0.0
-        for name, value in (("latency_ms", latency), ("cost_per_gb", cost), ("bandwidth_bps", bandwidth)):
+        for name, value in (
+            ("latency_ms", latency),
+            ("cost_per_gb", cost),
+            ("bandwidth_bps", bandwidth),
+        ):
             object.__setattr__(self, name, _readonly(value))
 
     @property
@@ -161,9 +168,13 @@ class RegionGraph:
                 if key in link and link[key] is not None:
                     attrs[key] = float(_non_negative(link[key], f"links[{k}] ({a}-{b}) {key}"))
             if attrs.get("bandwidth_bps", 1.0) == 0:
-                raise InvalidValueError(f"links[{k}] ({a}-{b}) has bandwidth_bps 0; give a positive value or omit it.")
+                raise InvalidValueError(
+                    f"links[{k}] ({a}-{b}) has bandwidth_bps 0; give a positive value or omit it."
+                )
             if g.has_edge(a, b):
-                raise DuplicateIdError(f"links[{k}] repeats the link {a!r}-{b!r}; give each pair once.")
+                raise DuplicateIdError(
+                    f"links[{k}] repeats the link {a!r}-{b!r}; give each pair once."
+                )
             g.add_edge(a, b, **attrs)
             names.extend(r for r in (a, b) if r not in names)
         g.add_nodes_from(names)
@@ -179,7 +190,10 @@ class RegionGraph:
         reach = np.isfinite(self.latency_ms[np.ix_(used, used)])
         if reach.all():
             return
-        components = [sorted(c) for c in nx.connected_components(self.graph.subgraph([self.regions[u] for u in used]))]
+        components = [
+            sorted(c)
+            for c in nx.connected_components(self.graph.subgraph([self.regions[u] for u in used]))
+        ]
         raise TopologyError(
             "The region graph does not connect every region in use; separate groups: "
             + "; ".join("{" + ", ".join(c) + "}" for c in components)
@@ -377,7 +391,10 @@ class Cluster:
             rows, cols = np.nonzero(bad)
             raise InvalidValueError(
                 "Capacity must be finite and >= 0; bad values at "
-                + format_ids(f"{node_ids[i]}:{resources[j]}={cap[i, j]}" for i, j in zip(rows, cols, strict=True))
+                + format_ids(
+                    f"{node_ids[i]}:{resources[j]}={cap[i, j]}"
+                    for i, j in zip(rows, cols, strict=True)
+                )
                 + ". Fix these node capacities."
             )
 
@@ -388,7 +405,9 @@ class Cluster:
         else:
             states = np.array(
                 [
-                    s if isinstance(s, (int, np.integer)) else NodeState.parse(s, node_id=node_ids[i])
+                    s
+                    if isinstance(s, (int, np.integer))
+                    else NodeState.parse(s, node_id=node_ids[i])
                     for i, s in enumerate(state)
                 ],
                 dtype=np.int8,

@@ -77,7 +77,9 @@ class Policy:
     cross_region_alert_bytes: float = 100e9
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headroom_by_resource", MappingProxyType(dict(self.headroom_by_resource)))
+        object.__setattr__(
+            self, "headroom_by_resource", MappingProxyType(dict(self.headroom_by_resource))
+        )
         for name, value in [("headroom", self.headroom), *self.headroom_by_resource.items()]:
             label = "policy.headroom" if name == "headroom" else f"policy.headroom[{name!r}]"
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
@@ -85,7 +87,9 @@ class Policy:
         for name in ("max_per_domain", "min_regions", "max_concurrent_per_node"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-                raise InvalidValueError(f"policy.{name} must be a whole number >= 1 (at most 1000000), got {value!r:.40}.")
+                raise InvalidValueError(
+                    f"policy.{name} must be a whole number >= 1 (at most 1000000), got {value!r:.40}."
+                )
         for name in (
             "imbalance_warning",
             "imbalance_critical",
@@ -99,15 +103,24 @@ class Policy:
             value = getattr(self, name)
             if value is None and name.startswith("latency"):
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value) or value < 0:
-                raise InvalidValueError(f"policy.{name} must be a finite number >= 0, got {value!r}.")
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not _finite(value)
+                or value < 0
+            ):
+                raise InvalidValueError(
+                    f"policy.{name} must be a finite number >= 0, got {value!r}."
+                )
         if self.imbalance_critical < self.imbalance_warning:
             raise InvalidValueError(
                 f"policy.imbalance_critical ({self.imbalance_critical}) is below imbalance_warning "
                 f"({self.imbalance_warning}); critical must be the higher level."
             )
         if self.coverage_target > 1 or self.coverage_alert > 1:
-            raise InvalidValueError("policy.coverage_target and coverage_alert are shares in [0, 1].")
+            raise InvalidValueError(
+                "policy.coverage_target and coverage_alert are shares in [0, 1]."
+            )
         if (
             self.latency_target_ms is not None
             and self.latency_max_ms is not None
@@ -126,7 +139,11 @@ class Policy:
         if not isinstance(data, Mapping):
             raise SchemaError(f"policy must be an object, got {type(data).__name__}.")
         known = {f.name for f in fields(cls)} - {"headroom_by_resource"}  # set through "headroom"
-        unknown = sorted(str(k) for k in data if k not in known and not (isinstance(k, str) and k.startswith("x-")))
+        unknown = sorted(
+            str(k)
+            for k in data
+            if k not in known and not (isinstance(k, str) and k.startswith("x-"))
+        )
         if unknown:
             raise SchemaError(
                 f"Unknown policy field(s) {unknown}; known fields: {sorted(known)}. Fix the spelling, "

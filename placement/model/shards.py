@@ -167,7 +167,10 @@ class Shards:
             raise InvalidValueError(
                 f"Shard demand must be finite and >= 0; bad for shards {ids_where(bad.any(axis=1))} "
                 f"(e.g. {id_arr[rows[0]]}: "
-                + ", ".join(f"{cluster.resources[j]}={dem[rows[0], j]}" for j in np.flatnonzero(bad[rows[0]]))
+                + ", ".join(
+                    f"{cluster.resources[j]}={dem[rows[0], j]}"
+                    for j in np.flatnonzero(bad[rows[0]])
+                )
                 + "). Fix these demands."
             )
 
@@ -200,7 +203,9 @@ class Shards:
             sets: list[frozenset[str] | None] = list(keys)
         elif residency_class is not None:
             res_cls = _int_column(residency_class, n, "residency_class")
-            sets = [None if s is None else frozenset(map(str, s)) for s in (residency_sets or [None])]
+            sets = [
+                None if s is None else frozenset(map(str, s)) for s in (residency_sets or [None])
+            ]
             if ((res_cls < 0) | (res_cls >= len(sets))).any():
                 raise InvalidValueError(
                     f"residency_class must index residency_sets (0..{len(sets) - 1}); bad for shards "

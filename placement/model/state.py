@@ -52,13 +52,18 @@ class State:
     def __post_init__(self) -> None:
         c, s, p = self.cluster, self.shards, self.placement
         if p.n_shards != s.n_shards:
-            raise SchemaError(f"The placement has {p.n_shards} rows but there are {s.n_shards} shards.")
+            raise SchemaError(
+                f"The placement has {p.n_shards} rows but there are {s.n_shards} shards."
+            )
         max_rf = int(s.replicas.max(initial=0))
         if p.width < max_rf:
             object.__setattr__(
                 self,
                 "placement",
-                Placement(nodes=_frozen(_pad(p.nodes, max_rf)), pinned=_frozen(_pad_bool(p.pinned, max_rf))),
+                Placement(
+                    nodes=_frozen(_pad(p.nodes, max_rf)),
+                    pinned=_frozen(_pad_bool(p.pinned, max_rf)),
+                ),
             )
             p = self.placement
         if s.allowed_regions.shape[1] != len(c.regions):
@@ -126,7 +131,12 @@ class State:
             h.update(a.tobytes())
 
         text([c.node_ids, c.resources, c.size_resource, c.levels, c.domain_names, c.regions])
-        text(sorted((*sorted((a, b)), sorted(d.items())) for a, b, d in c.region_graph.graph.edges(data=True)))
+        text(
+            sorted(
+                (*sorted((a, b)), sorted(d.items()))
+                for a, b, d in c.region_graph.graph.edges(data=True)
+            )
+        )
         for a in (c.capacity, c.domain_of, c.state, c.bandwidth_bps):
             arr(a)
         # Normalize what depends on how the state was built: string width, group order.
@@ -135,7 +145,9 @@ class State:
         for a in (s.demand, s.replicas, s.min_available, s.allowed_regions[s.residency_class]):
             arr(a)
         names = np.array([*s.group_names, ""], dtype=object)
-        order = np.argsort(names[:-1].astype(str)) if s.group_names else np.array([], dtype=np.int64)
+        order = (
+            np.argsort(names[:-1].astype(str)) if s.group_names else np.array([], dtype=np.int64)
+        )
         rank = np.empty(len(s.group_names) + 1, dtype=np.int64)
         rank[order] = np.arange(len(order))
         rank[-1] = -1

@@ -114,7 +114,9 @@ class _Engine:
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(active_cap > 0, total / active_cap, 0.0)
             cap_scaled = np.where(
-                (c.capacity > 0) & (mean[None, :] > 0), weights[None, :] / (c.capacity * mean[None, :]), 0.0
+                (c.capacity > 0) & (mean[None, :] > 0),
+                weights[None, :] / (c.capacity * mean[None, :]),
+                0.0,
             )
         self.mean = mean
         self.scale = cap_scaled  # pressure of node n = max_r load[n, r] * scale[n, r]
@@ -180,13 +182,16 @@ class _Engine:
             if not np.isfinite(tops[d]) or tops[d] >= ceiling:
                 return -1
             top = self.heaps[d][0][1]
-            if top not in others and (self.load[top] + demand <= self.limit[top]).all() and self._node_ok(top):
+            if (
+                top not in others
+                and (self.load[top] + demand <= self.limit[top]).all()
+                and self._node_ok(top)
+            ):
                 return top
             # The domain's least-pressured node does not fit: scan the domain.
             cand = self.members[d]
-            fits = (
-                ((self.load[cand] + demand) <= self.limit[cand]).all(axis=1)
-                & ~np.isin(cand, row[row >= 0])
+            fits = ((self.load[cand] + demand) <= self.limit[cand]).all(axis=1) & ~np.isin(
+                cand, row[row >= 0]
             )
             if self.budget.max_moves_per_node is not None:
                 fits &= self.node_moves[cand] < self.budget.max_moves_per_node
@@ -206,7 +211,11 @@ class _Engine:
         b = self.budget
         if self.moves_left <= 0 or self.size[s] > self.bytes_left:
             return False
-        if b.max_moves_per_node is not None and source >= 0 and self.node_moves[source] >= b.max_moves_per_node:
+        if (
+            b.max_moves_per_node is not None
+            and source >= 0
+            and self.node_moves[source] >= b.max_moves_per_node
+        ):
             return False
         if b.max_moves_per_group is not None and self.group[s] >= 0:
             if self.group_moves[self.group[s]] >= b.max_moves_per_group:
@@ -262,7 +271,14 @@ class _Engine:
         slots_of(v.residency, "residency")
         for s, d, n in v.spread.tolist():
             row = nodes[s]
-            in_dom = [j for j in range(row.size) if row[j] >= 0 and self.alive[row[j]] and self.dom[row[j]] == d and not self.pinned[s, j]]
+            in_dom = [
+                j
+                for j in range(row.size)
+                if row[j] >= 0
+                and self.alive[row[j]]
+                and self.dom[row[j]] == d
+                and not self.pinned[s, j]
+            ]
             excess = n - self.max_per_domain
             todo.extend((int(live[s]), s, j, "spread") for j in in_dom[:excess])
         for s, spanned in v.regions.tolist():
@@ -274,7 +290,11 @@ class _Engine:
             for r in reg:
                 if r >= 0:
                     counts[r] = counts.get(r, 0) + 1
-            crowded = [j for j in range(row.size) if reg[j] >= 0 and counts[reg[j]] > 1 and not self.pinned[s, j]]
+            crowded = [
+                j
+                for j in range(row.size)
+                if reg[j] >= 0 and counts[reg[j]] > 1 and not self.pinned[s, j]
+            ]
             todo.extend((int(live[s]), s, j, "min-regions") for j in crowded[:need])
         # Fewest live replicas first; then by reason order; stable on shard index.
         todo.sort(key=lambda t: (t[0], REASON[t[3]], t[1]))
@@ -308,7 +328,12 @@ class _Engine:
 
     def _slots_on(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(shard, slot) of the replicas currently on node *n*."""
-        flat = np.concatenate([self.csr_slots[self.csr_ptr[n] : self.csr_ptr[n + 1]], np.array(self.arrivals[n], dtype=np.int64)])
+        flat = np.concatenate(
+            [
+                self.csr_slots[self.csr_ptr[n] : self.csr_ptr[n + 1]],
+                np.array(self.arrivals[n], dtype=np.int64),
+            ]
+        )
         w = self.nodes.shape[1]
         rows, cols = flat // w, flat % w
         here = self.nodes[rows, cols] == n
@@ -328,8 +353,14 @@ class _Engine:
             while (self.load[n] > self.limit[n] * (1 + 1e-9)).any() and not tried.all():
                 # Smallest replica that clears the size excess on its own, else the largest left.
                 gap = self.load[n] - self.limit[n]
-                clears = ((self.demand[rows] >= gap[None, :]) | (gap[None, :] <= 0)).all(axis=1) & ~tried
-                k = int(np.flatnonzero(clears)[0]) if clears.any() else int(np.flatnonzero(~tried)[-1])
+                clears = ((self.demand[rows] >= gap[None, :]) | (gap[None, :] <= 0)).all(
+                    axis=1
+                ) & ~tried
+                k = (
+                    int(np.flatnonzero(clears)[0])
+                    if clears.any()
+                    else int(np.flatnonzero(~tried)[-1])
+                )
                 tried[k] = True
                 s, j = int(rows[k]), int(cols[k])
                 if not self._budget_ok(s, n):
@@ -391,14 +422,18 @@ class _Engine:
         if rows.size == 0:
             return False
         # Pressure drop each replica would bring to this node.
-        drop = p_hot - ((self.load[n][None, :] - self.demand[rows]) * self.scale[n][None, :]).max(axis=1)
+        drop = p_hot - ((self.load[n][None, :] - self.demand[rows]) * self.scale[n][None, :]).max(
+            axis=1
+        )
         want = p_hot - goal
         # Prefer the largest replica whose drop does not overshoot the goal, then smaller ones.
         fits = drop <= want * 1.0001
         order = np.lexsort((-drop, ~fits))  # fitting first, each group by drop descending
         # Try the best few, then geometrically smaller ones: a big replica may not fit any
         # cooler node while a smaller one does.
-        picks = sorted({i for i in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128) if i < order.size})
+        picks = sorted(
+            {i for i in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128) if i < order.size}
+        )
         for k in order[picks].tolist():
             s, j = int(rows[k]), int(cols[k])
             if drop[k] <= 0 or not self._budget_ok(s, n):
@@ -406,7 +441,9 @@ class _Engine:
             target = self._pick_target(s, j, ceiling=p_hot)
             if target < 0:
                 continue
-            p_target_after = float(((self.load[target] + self.demand[s]) * self.scale[target]).max())
+            p_target_after = float(
+                ((self.load[target] + self.demand[s]) * self.scale[target]).max()
+            )
             new_peak = max(p_hot - drop[k], p_target_after)
             gain = p_hot - new_peak
             if gain <= 0 or gain < min_gain * drop[k]:
@@ -420,7 +457,13 @@ class _Engine:
             return True
         if self.progress is not None:
             keep_going = self.progress(
-                {"phase": phase, "done": done, "total": total, "moves": len(self.out.shard), "bytes_moved": self.bytes_moved}
+                {
+                    "phase": phase,
+                    "done": done,
+                    "total": total,
+                    "moves": len(self.out.shard),
+                    "bytes_moved": self.bytes_moved,
+                }
             )
             if keep_going is False:
                 return True
