@@ -214,11 +214,11 @@ class Report:
             f"{'region':<14}{'nodes':>6}{'util':>8}{'clients':>10}{'coverage':>10}"
             f"{'<' + format(self.latency_target_ms, 'g') + 'ms':>10}"
         )
-        for r in self.regions:
-            util = r.size_load / r.size_capacity if r.size_capacity else None
+        for reg in self.regions:
+            util = reg.size_load / reg.size_capacity if reg.size_capacity else None
             lines.append(
-                f"{r.region:<14}{r.active_nodes:>6}{_pct(util):>8}{r.client_demand:>10.0f}"
-                f"{_pct(r.coverage):>10}{_pct(r.latency_compliance):>10}"
+                f"{reg.region:<14}{reg.active_nodes:>6}{_pct(util):>8}{reg.client_demand:>10.0f}"
+                f"{_pct(reg.coverage):>10}{_pct(reg.latency_compliance):>10}"
             )
         lines.append(
             f"regional coverage {_pct(self.coverage)} (target {st.policy.coverage_target:.0%}, alert "

@@ -255,7 +255,7 @@ def plan_from_document(doc: Any, state: State, *, check_hash: bool = True) -> Pl
             unknown.append(f"moves[{k}]")
             continue
         shard[k], source[k], target[k] = s, a, b
-        reason[k] = reason_index.get(m.get("reason"), reason_index["balance"])
+        reason[k] = reason_index.get(str(m.get("reason")), reason_index["balance"])
     if unknown:
         raise UnknownIdError(
             f"Plan moves name shards or nodes not in the state: {format_ids(unknown)}."

@@ -265,10 +265,10 @@ def plan(
         raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
     c = state.cluster
     w = np.ones(c.n_resources)
-    for name, value in (weights or {}).items():
-        if not (isinstance(value, (int, float)) and value >= 0):
-            raise InvalidValueError(f"weights[{name!r}] must be a number >= 0, got {value!r}.")
-        w[c.resource_index(name)] = value
+    for name, weight in (weights or {}).items():
+        if not (isinstance(weight, (int, float)) and weight >= 0):
+            raise InvalidValueError(f"weights[{name!r}] must be a number >= 0, got {weight!r}.")
+        w[c.resource_index(name)] = weight
 
     before_nodes = state.placement.nodes
     before_load = node_load(state, before_nodes)

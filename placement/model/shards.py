@@ -165,7 +165,7 @@ class Shards:
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
             raise InvalidValueError(
-                f"Shard demand must be finite and >= 0; bad for shards {ids_where(bad.any(axis=1))} "
+                f"Shard demand must be finite and >= 0; bad for shards {ids_where(np.asarray(bad.any(axis=1)))} "
                 f"(e.g. {id_arr[rows[0]]}: "
                 + ", ".join(
                     f"{cluster.resources[j]}={dem[rows[0], j]}"
