@@ -211,7 +211,6 @@ def check(
     )
     live_count = distinct.sum(axis=1)
 
-    shard_idx = np.arange(n_shards)
     unavailable = np.flatnonzero(live_count == 0)
     below_min = np.flatnonzero(live_count < s.min_available)
     under = np.flatnonzero(live_count < s.replicas)
@@ -261,7 +260,6 @@ def check(
     allowed = s.allowed_regions[s.residency_class[:, None], node_region]
     residency = pairs(live & ~allowed)
 
-    del shard_idx
     return Violations(
         live_count=live_count,
         unavailable=unavailable,
