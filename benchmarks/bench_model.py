@@ -49,7 +49,7 @@ def model_arrays(state: placement.State) -> ModelArrays:
         [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))]
         for i in range(c.n_nodes)
     ]
-    links = [{"a": a, "b": b, **d} for a, b, d in c.region_graph.graph.edges(data=True)]
+    links = c.link_records()
     residency_sets = [
         None if mask.all() else [c.regions[r] for r in np.flatnonzero(mask)]
         for mask in s.allowed_regions

@@ -297,9 +297,7 @@ def build_example_state() -> State:
     # A failed node, and a new empty node in the zone of the failed one.
     state = c.state.copy()
     state[11] = NodeState.FAILED
-    new_location = [
-        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(3)] for i in range(c.n_nodes)
-    ]
+    new_location = c.locations()
     new_location.append(list(new_location[11]))
     cluster = Cluster.build(
         node_ids=[*c.node_ids, f"{new_location[11][1]}-n099"],
@@ -309,7 +307,7 @@ def build_example_state() -> State:
         location=new_location,
         state=[*state.tolist(), 0],
         bandwidth_bps=[*c.bandwidth_bps.tolist(), c.bandwidth_bps[11]],
-        links=[{"a": a, "b": b, **d} for a, b, d in c.region_graph.graph.edges(data=True)],
+        links=c.link_records(),
     )
     policy = Policy(spread_level="zone", min_regions=2, latency_target_ms=50, latency_max_ms=100)
     return State(cluster, s, Placement.build(nodes, n_nodes=cluster.n_nodes), policy)

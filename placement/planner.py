@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from placement.constraints import check, node_load
+from placement.constraints import Violations, check, node_load
 from placement.errors import InfeasibleError, InvalidValueError
 from placement.model import NodeState, State
-from placement.plan import Plan, transfer_cost
+from placement.plan import REASONS, Plan, transfer_cost
 from placement.solvers.greedy import Budget, solve_greedy
 
 __all__ = ["imbalance", "lower_bound_bytes", "plan"]
@@ -67,7 +67,14 @@ def imbalance(
     return out
 
 
-def lower_bound_bytes(state: State, target_nodes: np.ndarray) -> float:
+def lower_bound_bytes(
+    state: State,
+    target_nodes: np.ndarray,
+    *,
+    violations: Violations | None = None,
+    load: np.ndarray | None = None,
+    target_load: np.ndarray | None = None,
+) -> float:
     """Bytes that every plan reaching the target's peak utilizations must move.
 
     The sum of: replicas to (re)create (on failed nodes or missing), everything on
@@ -76,21 +83,23 @@ def lower_bound_bytes(state: State, target_nodes: np.ndarray) -> float:
     removal brings its r-load down to the peak r-utilization ``u_r`` the target reaches.
     That last term is a fractional knapsack: remove the replicas with the most r per byte
     first. Each term counts bytes no plan with the same peaks can avoid; none twice.
+    *violations*, *load* (of the current placement) and *target_load* may be passed when
+    the caller has them already.
     """
     c, s = state.cluster, state.shards
     size_j = c.size_index
     nodes = state.placement.nodes
-    v = check(state, nodes)
+    v = check(state, nodes) if violations is None else violations
     size = s.demand[:, size_j]
     created = float(size[v.failed[:, 0]].sum()) if len(v.failed) else 0.0
     missing = np.maximum(s.replicas - (nodes >= 0).sum(axis=1), 0)
     created += float((missing * size).sum())
-    load = node_load(state, nodes)
+    load = node_load(state, nodes) if load is None else load
     drained = float(load[c.state == NodeState.DRAINING, size_j].sum())
     per_node = np.zeros(c.n_nodes)
     if len(v.residency):
         np.add.at(per_node, v.residency[:, 1], size[v.residency[:, 0]])
-    after = node_load(state, target_nodes)
+    after = node_load(state, target_nodes) if target_load is None else target_load
     act = c.active
     rows, cols = np.nonzero(nodes >= 0)
     where = nodes[rows, cols]
@@ -297,7 +306,7 @@ def plan(
     changed_s, changed_j = np.nonzero(final != before_nodes)
     # A slot's move serves the reason of the engine's first move out of that slot: a
     # drained replica later moved again for balance is still a drain.
-    first_reason = np.full(before_nodes.shape, 7, dtype=np.int8)
+    first_reason = np.full(before_nodes.shape, REASONS.index("balance"), dtype=np.int8)
     if result.shard:
         rec_s = np.asarray(result.shard, dtype=np.int64)
         rec_j = np.asarray(result.slot, dtype=np.int64)
@@ -330,7 +339,9 @@ def plan(
     if budget_broken:  # pragma: no cover - the engine checks the budget before each move
         raise AssertionError("internal error: the plan exceeds its budget")
     t_end = time.perf_counter()
-    bound = lower_bound_bytes(state, final)
+    bound = lower_bound_bytes(
+        state, final, violations=before_v, load=before_load, target_load=after_load
+    )
     t_bound = time.perf_counter() - t_end
 
     new_problems = {k: v for k, v in after_v.counts().items() if v}

@@ -89,7 +89,7 @@ def with_new_nodes(
     cap = np.vstack(
         [c.capacity, np.asarray(capacity, dtype=np.float64).reshape(n_new, c.n_resources)]
     )
-    loc = _locations(c) + [list(x) for x in location]
+    loc = c.locations() + [list(x) for x in location]
     bw = np.concatenate(
         [
             c.bandwidth_bps,
@@ -113,24 +113,17 @@ def with_new_nodes(
     )
 
 
-def _locations(c: Cluster) -> list[list[str]]:
-    return [
-        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))]
-        for i in range(c.n_nodes)
-    ]
-
-
 def _rebuild(c: Cluster, **changes: Any) -> Cluster:
     args: dict[str, Any] = {
         "node_ids": c.node_ids,
         "resources": c.resources,
         "capacity": c.capacity,
         "levels": c.levels,
-        "location": _locations(c),
+        "location": c.locations(),
         "size_resource": c.size_resource,
         "state": c.state,
         "bandwidth_bps": c.bandwidth_bps,
-        "links": [{"a": a, "b": b, **d} for a, b, d in c.region_graph.graph.edges(data=True)],
+        "links": c.link_records(),
         "regions": c.regions,
     }
     args.update(changes)

@@ -390,7 +390,7 @@ def state_to_document(state: State) -> dict[str, Any]:
     c, s, p = state.cluster, state.shards, state.placement
     res = c.resources
     states = [NodeState(int(x)).name.lower() for x in c.state]
-    location_names = _location_names(c)
+    location_names = c.locations()
     nodes = []
     for i, nid in enumerate(c.node_ids):
         rec: dict[str, Any] = {
@@ -469,14 +469,6 @@ def state_to_document(state: State) -> dict[str, Any]:
     doc["shards"] = shards
     doc["policy"] = state.policy.to_mapping()
     return doc
-
-
-def _location_names(c: Cluster) -> list[list[str]]:
-    """Each node's location as the domain names it was given, one per level."""
-    return [
-        [c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))]
-        for i in range(c.n_nodes)
-    ]
 
 
 def _reject_unknown_keys(record: Mapping[str, Any], known: frozenset[str], what: str) -> None:

@@ -301,6 +301,15 @@ class Cluster:
         """Nodes whose replicas still exist (active or draining)."""
         return self.state != NodeState.FAILED
 
+    def locations(self) -> list[list[str]]:
+        """Each node's location as the domain names it was given, one per level."""
+        leaf, dom = self.domain_leaf, self.domain_of
+        return [[leaf[k][dom[i, k]] for k in range(len(self.levels))] for i in range(self.n_nodes)]
+
+    def link_records(self) -> list[dict[str, Any]]:
+        """The region graph's links as records accepted by :meth:`RegionGraph.from_links`."""
+        return [{"a": a, "b": b, **d} for a, b, d in self.region_graph.graph.edges(data=True)]
+
     def node_index(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.node_ids)}
 

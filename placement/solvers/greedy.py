@@ -33,19 +33,11 @@ import numpy as np
 
 from placement.constraints import check, node_load
 from placement.model import EMPTY, State
+from placement.plan import REASONS
 
 __all__ = ["Budget", "GreedyResult", "solve_greedy"]
 
-REASON = {
-    "restore-replication": 0,
-    "failed-node": 1,
-    "drain": 2,
-    "residency": 3,
-    "spread": 4,
-    "min-regions": 5,
-    "capacity": 6,
-    "balance": 7,
-}
+REASON = {name: i for i, name in enumerate(REASONS)}
 
 
 @dataclass(frozen=True)
