@@ -117,8 +117,12 @@ def lower_bound_bytes(
         if j == size_j:
             per_node = np.maximum(per_node, excess)
             continue
+        mine = excess[where] > 0  # only nodes with an excess need the knapsack
         per_node = np.maximum(
-            per_node, _knapsack_bytes(where, s.demand[rows, j], size[rows], excess, c.n_nodes)
+            per_node,
+            _knapsack_bytes(
+                where[mine], s.demand[rows[mine], j], size[rows[mine]], excess, c.n_nodes
+            ),
         )
     return created + drained + float(np.where(act, per_node, 0.0).sum())
 
@@ -153,46 +157,36 @@ def _knapsack_bytes(
 
 
 def _untangle(
-    shard: np.ndarray, source: np.ndarray, target: np.ndarray, reason: np.ndarray
+    shard: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    reason: np.ndarray,
+    n_nodes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rewrite shards with several changed slots as a set difference.
 
     Slot-wise, A->B in one slot and B->C in another would be two moves, the first onto a
-    node that still holds the shard; as sets it is the single move A->C. Only shards with
-    two or more changed slots (few) go through this Python loop.
+    node that still holds the shard; as sets it is the single move A->C. *shard* must be
+    sorted. Per shard, the sources that are not also targets are paired, in order, with
+    the targets that are not also sources (created replicas have source -1 and always
+    count); each pair keeps the reason of its source's slot.
     """
-    counts = np.bincount(shard) if shard.size else np.zeros(0, dtype=np.int64)
-    multi = np.flatnonzero(counts >= 2)
-    if multi.size == 0:
+    if shard.size == 0:
         return shard, source, target, reason
-    in_multi = np.isin(shard, multi)
-    keep = ~in_multi
-    out_s, out_a, out_b, out_r = [shard[keep]], [source[keep]], [target[keep]], [reason[keep]]
-    extra_s, extra_a, extra_b, extra_r = [], [], [], []
-    idx = np.flatnonzero(in_multi)
-    for s in multi.tolist():
-        rows = idx[shard[idx] == s]
-        srcs, tgts = source[rows].tolist(), target[rows].tolist()
-        removed = [a for a in srcs if a < 0 or a not in tgts]
-        added = [b for b in tgts if b < 0 or b not in srcs]
-        reasons = {a: r for a, r in zip(srcs, reason[rows].tolist(), strict=True)}
-        for a, b in zip(removed, added, strict=True):
-            if b < 0:  # a replica dropped without replacement cannot come from a plan
-                raise AssertionError("internal error: a move without a target")
-            extra_s.append(s)
-            extra_a.append(a)
-            extra_b.append(b)
-            extra_r.append(reasons[a])
-    out_s.append(np.array(extra_s, dtype=np.int64))
-    out_a.append(np.array(extra_a, dtype=np.int64))
-    out_b.append(np.array(extra_b, dtype=np.int64))
-    out_r.append(np.array(extra_r, dtype=np.int8))
-    return (
-        np.concatenate(out_s),
-        np.concatenate(out_a),
-        np.concatenate(out_b),
-        np.concatenate(out_r),
-    )
+    if n_nodes is None:
+        n_nodes = int(max(source.max(), target.max())) + 1
+    base = shard * (n_nodes + 1)
+    src_key = base + source + 1
+    tgt_key = base + target + 1
+    removed = (source < 0) | ~np.isin(src_key, tgt_key)
+    added = ~np.isin(tgt_key, src_key)
+    if removed.all() and added.all():
+        return shard, source, target, reason
+    # Both selections keep the shard order, and every shard has as many of one as of
+    # the other, so the k-th removed and the k-th added belong to the same shard.
+    if removed.sum() != added.sum():  # pragma: no cover - each slot replaces one replica
+        raise AssertionError("internal error: unbalanced slot changes")
+    return shard[removed], source[removed], target[added], reason[removed]
 
 
 def plan(
@@ -297,6 +291,8 @@ def plan(
         time_limit_s=float(time_limit_s),
         progress=progress,
         balance=do_balance,
+        seed=int(seed),
+        before=before_v,
     )
     final = result.nodes
     final.setflags(write=False)
@@ -320,7 +316,7 @@ def plan(
     source = before_nodes[shard, slot].astype(np.int64)
     target = final[shard, slot].astype(np.int64)
     reason = first_reason[shard, slot]
-    shard, source, target, reason = _untangle(shard, source, target, reason)
+    shard, source, target, reason = _untangle(shard, source, target, reason, c.n_nodes)
     # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
     by_reason = np.argsort(reason, kind="stable")
     shard, source, target, reason = (

@@ -1,0 +1,187 @@
+"""The fast engine's vectorized parts: bulk placement, shedding, untangling, quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import placement
+from placement import InfeasibleError, NodeState, check
+from placement.plan import apply_moves
+from placement.planner import _untangle, imbalance, plan
+from placement.scenarios import with_new_nodes, with_node_state
+from placement.solvers import bulk
+from placement.solvers.greedy import Budget, _Engine
+
+
+def _engine(state, **budget):
+    return _Engine(state, Budget(**budget), np.ones(state.cluster.n_resources), 1e18, None, 0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return placement.synthetic_state(60, 3000, seed=5)
+
+
+def test_untangle_turns_a_chain_of_slot_moves_into_one_move():
+    # Shard 0: slot moves 1->2 and 2->3 are, as sets, the single move 1->3.
+    shard = np.array([0, 0, 1])
+    source = np.array([1, 2, 4])
+    target = np.array([2, 3, 5])
+    reason = np.array([2, 7, 7], dtype=np.int8)
+    s, a, b, r = _untangle(shard, source, target, reason, 10)
+    assert s.tolist() == [0, 1] and a.tolist() == [1, 4] and b.tolist() == [3, 5]
+    assert r.tolist() == [2, 7]  # the chain keeps the reason of its first source
+
+
+def test_untangle_keeps_created_replicas():
+    shard = np.array([0, 0])
+    source = np.array([-1, -1])
+    target = np.array([3, 4])
+    s, a, b, _ = _untangle(shard, source, target, np.zeros(2, dtype=np.int8), 10)
+    assert a.tolist() == [-1, -1] and sorted(b.tolist()) == [3, 4]
+
+
+def test_shed_brings_every_hot_node_to_its_cap_and_spares_frozen(small):
+    e = _engine(small)
+    caps = bulk.level_caps(e, 1.0)
+    frozen = np.zeros(small.placement.nodes.shape, dtype=bool)
+    frozen[::7] = True
+    shard, slot = bulk.shed(e, caps, frozen, e.size_index)
+    assert not frozen[shard, slot].any()
+    assert len(set(zip(shard.tolist(), slot.tolist(), strict=True))) == shard.size
+    after = e.load.copy()
+    np.add.at(after, e.nodes[shard, slot], -e.demand[shard])
+    # Each hot node ends at or below its cap unless it ran out of movable replicas.
+    over = (after > caps * (1 + 1e-9)).any(axis=1)
+    movable = np.zeros(small.cluster.n_nodes, dtype=np.int64)
+    rows, cols = np.nonzero((e.nodes >= 0) & ~frozen)
+    np.add.at(movable, e.nodes[rows, cols], 1)
+    taken = np.bincount(e.nodes[shard, slot], minlength=small.cluster.n_nodes)
+    assert (taken[over] == movable[over]).all()
+    # And overshoots by at most one replica: without its smallest taken replica it
+    # would still be above the cap for some resource.
+    for n in np.flatnonzero(taken > 0)[:20].tolist():
+        mine = shard[e.nodes[shard, slot] == n]
+        smallest = mine[np.argmin(e.size[mine])]
+        back = after[n] + e.demand[smallest]
+        assert (back > caps[n] * (1 - 1e-9)).any() or over[n]
+
+
+def test_place_respects_every_hard_constraint(small):
+    """Targets found in bulk keep spread, regions, residency and headroom."""
+    c = small.cluster
+    states = c.state.copy()
+    states[:4] = NodeState.FAILED
+    st_ = small.with_cluster(c.with_state(states))
+    e = _engine(st_)
+    v = check(st_, st_.placement.nodes)
+    s = v.failed[:, 0].astype(np.int64)
+    j = np.argmax(st_.placement.nodes[s] == v.failed[:, 1][:, None], axis=1)
+    target = bulk.place(e, s, j, levels=[1.0, np.inf, np.inf], rng=np.random.default_rng(0))
+    assert (target >= 0).mean() > 0.9
+    nodes = st_.placement.nodes.copy()
+    placed = target >= 0
+    nodes[s[placed], j[placed]] = target[placed]
+    after = check(st_, nodes)
+    assert after.counts()["capacity"] == 0
+    assert after.counts()["spread"] == 0
+    assert after.counts()["regions"] == 0
+    assert after.counts()["residency"] == 0
+    assert after.counts()["failed"] == int((~placed).sum())
+
+
+def test_single_resource_balance_reaches_the_target_at_the_bound():
+    """With one weighted resource the engine reaches the 2% target at ~the lower bound.
+
+    (With two resources the peak stops near 4-5% at this size: every node ends at the
+    level in one of them. See docs/engine.md.)
+    """
+    state = placement.synthetic_state(100, 10_000, seed=0)
+    c = state.cluster
+    rng = np.random.default_rng(1)
+    picks = rng.choice(c.n_nodes, 10, replace=False)
+    loc = [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in picks]
+    loc = [[r, z, f"{z}-new"] for r, z, _ in loc]
+    state = with_new_nodes(state, [f"new-{k}" for k in range(10)], c.capacity[picks], loc)
+    p = plan(state, weights={"iops": 0.0})
+    assert p.after["violations"] == 0
+    assert p.after["imbalance"]["disk_bytes"] <= 0.02 + 1e-6
+    assert p.bound_ratio <= 1.05, p.bound_ratio
+
+
+def test_drain_copies_come_free_when_room_allows():
+    """Targets prefer regions that already hold a live replica: no cross-region copy."""
+    state = placement.synthetic_state(100, 10_000, seed=0)
+    drained = with_node_state(state, [state.cluster.node_ids[0]], "draining")
+    p = plan(drained, trigger_imbalance=10.0)
+    assert p.n_moves > 100
+    assert (p.cost == 0).mean() >= 0.9, (p.cost == 0).mean()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_failed=st.integers(0, 3),
+    n_drain=st.integers(0, 2),
+    n_new=st.integers(0, 3),
+    budget_share=st.one_of(st.none(), st.floats(0.001, 0.2)),
+    disk_only=st.booleans(),
+    plan_seed=st.integers(0, 3),
+)
+def test_random_clusters_bulk_paths_valid_within_budget_and_deterministic(
+    seed, n_failed, n_drain, n_new, budget_share, disk_only, plan_seed
+):
+    state = placement.synthetic_state(40, 1500, seed=seed)
+    c = state.cluster
+    rng = np.random.default_rng(seed)
+    if n_new:
+        picks = rng.choice(c.n_nodes, n_new, replace=False)
+        loc = [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in picks]
+        state = with_new_nodes(
+            state, [f"x{k}" for k in range(n_new)], c.capacity[picks], [list(x) for x in loc]
+        )
+        c = state.cluster
+    picks = rng.choice(c.n_nodes, size=n_failed + n_drain, replace=False)
+    states = c.state.copy()
+    states[picks[:n_failed]] = NodeState.FAILED
+    states[picks[n_failed:]] = NodeState.DRAINING
+    state = state.with_cluster(c.with_state(states))
+    total = float((state.shards.demand[:, c.size_index] * state.shards.replicas).sum())
+    max_bytes = None if budget_share is None else budget_share * total
+    options = {"max_bytes": max_bytes, "seed": plan_seed, "time_limit_s": 10}
+    if disk_only:
+        options["weights"] = {"iops": 0.0}
+    before_nodes = state.placement.nodes.copy()
+    try:
+        p = plan(state, **options)
+    except InfeasibleError as exc:
+        assert "still fail" in str(exc)
+        return
+    assert np.array_equal(state.placement.nodes, before_nodes)  # input untouched
+    assert not check(state, p.target_nodes)
+    replayed = apply_moves(state.placement.nodes, p.shard, p.source, p.target)
+    assert np.array_equal(np.sort(replayed, axis=1), np.sort(p.target_nodes, axis=1))
+    if max_bytes is not None:
+        assert p.bytes_moved <= max_bytes * (1 + 1e-9)
+    assert p.bytes_moved >= p.lower_bound_bytes * (1 - 1e-9)
+    worst_before = max(v for v in p.before["imbalance"].values() if v is not None)
+    worst_after = max(v for v in p.after["imbalance"].values() if v is not None)
+    if n_failed == n_drain == 0:  # balancing alone never makes the peak worse
+        assert worst_after <= worst_before + 1e-9
+    again = plan(state, **options)
+    assert np.array_equal(again.target_nodes, p.target_nodes)
+    assert np.array_equal(again.shard, p.shard) and np.array_equal(again.target, p.target)
+
+
+def test_imbalance_matches_its_definition(small):
+    p = plan(small)
+    got = imbalance(small, p.target_nodes)
+    load = placement.constraints.node_load(small, p.target_nodes)
+    act = small.cluster.active
+    for j, r in enumerate(small.cluster.resources):
+        util = load[act, j] / small.cluster.capacity[act, j]
+        want = util.max() / (load[act, j].sum() / small.cluster.capacity[act, j].sum()) - 1
+        assert got[r] == pytest.approx(want)
