@@ -185,3 +185,23 @@ def test_imbalance_matches_its_definition(small):
         util = load[act, j] / small.cluster.capacity[act, j]
         want = util.max() / (load[act, j].sum() / small.cluster.capacity[act, j].sum()) - 1
         assert got[r] == pytest.approx(want)
+
+
+def test_infeasible_plan_error_carries_a_diagnosis():
+    state = placement.synthetic_state(30, 600, seed=4)
+    state = with_node_state(state, [state.cluster.node_ids[1]], "failed")
+    with pytest.raises(InfeasibleError) as exc:
+        plan(state, max_moves=0)
+    d = exc.value.diagnosis
+    assert d is not None and d.feasible is False
+    assert any("max_moves" in c.recommendation for c in d.conflicts)
+    assert "Diagnosis:" in str(exc.value)
+
+
+def test_exact_method_matches_the_engine_on_a_drain():
+    state = placement.synthetic_state(15, 80, seed=1)
+    state = with_node_state(state, [state.cluster.node_ids[2]], "draining")
+    fast = plan(state, trigger_imbalance=10.0)
+    exact = plan(state, method="exact", time_limit_s=20, trigger_imbalance=10.0)
+    assert not check(state, exact.target_nodes)
+    assert exact.bytes_moved == pytest.approx(fast.bytes_moved)  # both move just the drain

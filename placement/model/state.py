@@ -144,15 +144,14 @@ class State:
         arr(s.ids.astype(f"U{width}"))
         for a in (s.demand, s.replicas, s.min_available, s.allowed_regions[s.residency_class]):
             arr(a)
-        names = np.array([*s.group_names, ""], dtype=object)
-        order = (
-            np.argsort(names[:-1].astype(str)) if s.group_names else np.array([], dtype=np.int64)
-        )
-        rank = np.empty(len(s.group_names) + 1, dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        rank[-1] = -1
+        # Only the groups some shard belongs to: a document names no others, so unused
+        # names given to the array builder must not change the hash.
+        used = np.unique(s.group[s.group >= 0])
+        used_names = [s.group_names[g] for g in used.tolist()]
+        rank = np.full(len(s.group_names) + 1, -1, dtype=np.int64)  # index -1: no group
+        rank[used[np.argsort(np.array(used_names, dtype=str))]] = np.arange(used.size)
         arr(rank[s.group])
-        text(sorted(s.group_names))
+        text(sorted(used_names))
         clients = s.clients.tocsr()
         for a in (clients.indptr, clients.indices, clients.data):
             arr(a)
