@@ -10,6 +10,7 @@ The façade: everything a user needs is importable from here.
 
 from placement.constraints import Violations, check, is_valid, node_load
 from placement.datasets import TIERS, example_state, synthetic_state, tier_state
+from placement.diagnose import Diagnosis, PartialPlan, diagnose, plan_partial
 from placement.errors import (
     DuplicateIdError,
     InfeasibleError,
@@ -30,11 +31,13 @@ __all__ = [
     "EMPTY",
     "TIERS",
     "Cluster",
+    "Diagnosis",
     "DuplicateIdError",
     "InfeasibleError",
     "InputError",
     "InvalidValueError",
     "NodeState",
+    "PartialPlan",
     "Placement",
     "PlacementError",
     "Policy",
@@ -47,12 +50,14 @@ __all__ = [
     "UnknownIdError",
     "Violations",
     "check",
+    "diagnose",
     "dump_state",
     "evaluate",
     "example_state",
     "is_valid",
     "load_state",
     "node_load",
+    "plan_partial",
     "state_from_document",
     "state_to_document",
     "synthetic_state",

@@ -10,10 +10,13 @@ against ``ValueError`` keeps working::
     │   ├── DuplicateIdError            an id appears twice
     │   ├── UnknownIdError              a reference to an id, resource or region that does not exist
     │   ├── InvalidValueError           a number out of range: negative, NaN, infinite, ...
+    │   │   └── StateDriftError         a plan made for another state than the current one
     │   └── TopologyError               the cluster's shape cannot satisfy the policy
     │                                    (replication above the failure domains, disconnected
     │                                    region graph, ...)
-    └── InfeasibleError                 no plan satisfies every hard constraint
+    ├── InfeasibleError                 no plan satisfies every hard constraint
+    │                                    (.diagnosis: the conflict, when diagnosed)
+    └── SchedulingError                 the moves cannot be ordered safely (names the cycle)
 
 Messages say what was expected, what was received (naming the offending ids) and how to
 fix it. Long lists of offenders are shortened to the first few with a count.
@@ -28,6 +31,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "DuplicateIdError",
@@ -35,7 +39,9 @@ __all__ = [
     "InputError",
     "InvalidValueError",
     "PlacementError",
+    "SchedulingError",
     "SchemaError",
+    "StateDriftError",
     "TopologyError",
     "UnknownIdError",
     "format_ids",
@@ -66,12 +72,34 @@ class InvalidValueError(InputError):
     """A number is out of its allowed range (negative, NaN, infinite, fraction above 1...)."""
 
 
+class StateDriftError(InvalidValueError):
+    """A plan was made for another state than the one given (its ``state_sha256`` differs):
+    the cluster drifted since planning, so the plan must be made again."""
+
+
 class TopologyError(InputError):
     """The shape of the cluster cannot satisfy the policy, whatever the placement."""
 
 
 class InfeasibleError(PlacementError):
-    """No plan satisfies every hard constraint within the given budget."""
+    """No plan satisfies every hard constraint within the given budget.
+
+    Attributes
+    ----------
+    diagnosis : placement.diagnose.Diagnosis or None
+        The conflicting constraints, with the shards, nodes and domains involved and a
+        recommendation, when the raiser diagnosed the instance.
+    """
+
+    def __init__(self, *args: object, diagnosis: Any = None) -> None:
+        super().__init__(*args)
+        self.diagnosis = diagnosis
+
+
+class SchedulingError(PlacementError):
+    """The moves of a plan cannot be ordered into safe waves (for example a cycle of moves
+    between full nodes, with no node to hold a replica temporarily); the message names
+    the moves and nodes involved."""
 
 
 def format_ids(ids: Iterable[object], *, limit: int = 5) -> str:
