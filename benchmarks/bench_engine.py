@@ -1,11 +1,12 @@
 """Engine benchmarks: tiers x scenarios, quality beside time.
 
 Each case records in ``extra_info``: moves, bytes moved, the lower bound and their
-ratio, imbalance before and after (disk and iops), violations after, the solver's stop
-reason and, in an untimed separate call, nothing else: memory is measured by
-bench_model for the model; here time is the point.
+ratio, transfer cost, imbalance before and after (per resource), violations after, the
+solver's stop reason, its phase times, and the peak memory of one planning call
+measured separately under tracemalloc (untimed; tracing slows the call down).
 
-Run: ``python -m pytest benchmarks/bench_engine.py --benchmark-only -k S``.
+Run: ``python -m pytest benchmarks/bench_engine.py --benchmark-only -k S`` (or M, L);
+``--benchmark-json=out.json`` keeps the ``extra_info`` columns. The seed is fixed (0).
 """
 
 from __future__ import annotations
@@ -50,16 +51,14 @@ def _scenario(state: placement.State, name: str) -> tuple[placement.State, dict]
     "scenario", ["add-10pct", "drain-1", "fail-zone", "skew-5pct", "capacity-change"]
 )
 @pytest.mark.parametrize("tier", ["S", "M", "L"])
-def test_plan(benchmark, tier_state, tier, scenario):
+def test_plan(benchmark, tier_state, peak_memory_mb, tier, scenario):
     state, options = _scenario(tier_state(tier), scenario)
     state.sha256()  # hash once outside the timing (cached on the state)
+    kwargs = {"time_limit_s": TIME_LIMIT_S[tier], "seed": 0, **options}
     result = benchmark.pedantic(
-        plan,
-        args=(state,),
-        kwargs={"time_limit_s": TIME_LIMIT_S[tier], **options},
-        rounds=1 if tier == "L" else 3,
-        iterations=1,
+        plan, args=(state,), kwargs=kwargs, rounds=1 if tier == "L" else 3, iterations=1
     )
+    memory_mb = peak_memory_mb(lambda: plan(state, **kwargs))
     benchmark.extra_info.update(
         {
             "tier": tier,
@@ -70,9 +69,13 @@ def test_plan(benchmark, tier_state, tier, scenario):
             "bytes_over_bound": result.bound_ratio,
             "imbalance_before": result.before["imbalance"],
             "imbalance_after": result.after["imbalance"],
+            "transfer_cost": float(result.cost.sum()),
             "violations_after": result.after["violations"],
             "stop_reason": result.stats["stop_reason"],
+            "repair_s": result.stats["repair_s"],
+            "balance_s": result.stats["balance_s"],
             "bound_s": result.stats["bound_s"],
+            "peak_memory_mb": memory_mb,
         }
     )
     assert result.after["violations"] == 0
