@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from placement.constraints import Violations, check, node_load
-from placement.errors import InfeasibleError, InvalidValueError
+from placement.errors import InfeasibleError, InvalidValueError, PlacementError
 from placement.model import NodeState, State
 from placement.plan import REASONS, Plan, transfer_cost
 from placement.solvers.greedy import Budget, solve_greedy
@@ -187,6 +187,109 @@ def _untangle(
     if removed.sum() != added.sum():  # pragma: no cover - each slot replaces one replica
         raise AssertionError("internal error: unbalanced slot changes")
     return shard[removed], source[removed], target[added], reason[removed]
+
+
+def _repair_with_cp_sat(
+    state: State,
+    nodes: np.ndarray,
+    remaining: Violations,
+    *,
+    budget: dict[str, Any],
+    weights: Mapping[str, float] | None,
+    target_imbalance: float,
+    time_limit_s: float,
+    seed: int,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Re-place a neighbourhood of the violating shards with CP-SAT; None if no better.
+
+    The neighbourhood: the shards that still violate something, the nodes that hold them
+    or could take them (the least pressured active nodes of their allowed regions), and
+    the smaller replicas on those nodes, which CP-SAT may move to make room. Small
+    clusters (up to 200,000 shard-node pairs) are taken whole. Balance is held at what
+    the engine reached (or the target, if looser), so the repair spends no bytes on it.
+    """
+    from placement.solvers.exact import solve_subproblem  # OR-Tools only when needed
+
+    c, s = state.cluster, state.shards
+    bad = np.unique(
+        np.concatenate(
+            [
+                remaining.failed[:, 0],
+                remaining.draining[:, 0],
+                remaining.under_replicated,
+                remaining.spread[:, 0],
+                remaining.regions[:, 0],
+                remaining.residency[:, 0],
+            ]
+        ).astype(np.int64)
+    )
+    over_nodes = np.unique(remaining.capacity[:, 0]).astype(np.int64)
+    if s.n_shards * c.n_nodes <= 200_000:
+        shard_subset = np.arange(s.n_shards)
+        node_subset = np.arange(c.n_nodes)
+    else:
+        load = node_load(state, nodes)
+        act = c.active
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pressure = np.where(act, (load / np.maximum(c.capacity, 1e-300)).max(axis=1), np.inf)
+        regions = s.allowed_regions[s.residency_class[bad]].any(axis=0) if bad.size else None
+        ok = act if regions is None else act & regions[c.region_of]
+        cool = np.flatnonzero(ok)[np.argsort(pressure[ok], kind="stable")[:60]]
+        holding = (
+            nodes[bad][nodes[bad] >= 0].astype(np.int64) if bad.size else np.zeros(0, np.int64)
+        )
+        node_subset = np.unique(np.concatenate([cool, holding, over_nodes]))
+        on = np.isin(nodes, node_subset).any(axis=1)
+        others = np.flatnonzero(on)
+        others = others[np.argsort(s.demand[others, c.size_index], kind="stable")[:1500]]
+        shard_subset = np.unique(np.concatenate([bad, others]))
+    reached = imbalance(state, nodes)
+    worst = max((x for x in reached.values() if x is not None), default=0.0)
+    t0 = time.perf_counter()
+    try:
+        rows, res = solve_subproblem(
+            state,
+            nodes,
+            shard_subset,
+            node_subset,
+            target_imbalance=max(float(target_imbalance), worst),
+            weights=weights,
+            time_limit_s=max(time_limit_s, 0.1),
+            # CP-SAT's deterministic clock (one worker): the same input and seed give the
+            # same plan however busy the machine is, as long as the wall limit is not hit.
+            deterministic_time=_CP_SAT_REPAIR_WORK,
+            seed=seed,
+            **budget,
+        )
+    except PlacementError:
+        return None, {"accepted": False, "status": "error"}
+    info: dict[str, Any] = {
+        "status": res.status,
+        "shards": int(shard_subset.size),
+        "nodes": int(node_subset.size),
+        "time_s": round(time.perf_counter() - t0, 3),
+    }
+    candidate = nodes.copy()
+    candidate[shard_subset] = rows
+    after = check(state, candidate)
+    info["accepted"] = after.total < remaining.total
+    info["violations_left"] = int(after.total if info["accepted"] else remaining.total)
+    return (candidate if info["accepted"] else None), info
+
+
+#: Deterministic work units (about seconds of one core) for the CP-SAT repair step.
+_CP_SAT_REPAIR_WORK = 1.0
+
+
+def _maybe_feasible(state: State, max_moves: int | None, max_bytes: float | None) -> bool:
+    """False when counting arguments already prove that no valid plan exists."""
+    from placement.diagnose import diagnose
+
+    try:
+        d = diagnose(state, max_moves=max_moves, max_bytes=max_bytes, use_cp_sat=False)
+    except Exception:  # noqa: BLE001 - the diagnosis is advisory here
+        return True
+    return d.feasible is not False
 
 
 def _diagnose(state: State, **budget: Any) -> Any:
@@ -338,6 +441,29 @@ def plan(
         before=before_v,
     )
     final = result.nodes
+    repair_info: dict[str, Any] = {}
+    remaining = check(state, final)
+    time_left = time_limit_s - (time.perf_counter() - t0)
+    if remaining and time_left > 0.5 and _maybe_feasible(state, max_moves, max_bytes):
+        # The one-move-at-a-time repair cannot make room by moving other replicas out of
+        # the way (small, tight clusters): let CP-SAT re-place a neighbourhood.
+        repaired, repair_info = _repair_with_cp_sat(
+            state,
+            final,
+            remaining,
+            budget=dict(
+                max_moves=max_moves,
+                max_bytes=max_bytes,
+                max_moves_per_node=max_moves_per_node,
+                max_moves_per_group=max_moves_per_group,
+            ),
+            weights=weights,
+            target_imbalance=target_imbalance,
+            time_limit_s=time_left - 0.25,
+            seed=seed,
+        )
+        if repaired is not None:
+            final = repaired
     final.setflags(write=False)
 
     # The plan is the diff, slot by slot (the engine keeps replicas in their slots), so a
@@ -360,6 +486,12 @@ def plan(
     target = final[shard, slot].astype(np.int64)
     reason = first_reason[shard, slot]
     shard, source, target, reason = _untangle(shard, source, target, reason, c.n_nodes)
+    if repair_info.get("accepted"):
+        # Slots CP-SAT changed have no engine record: name the rule each source breaks.
+        from placement.solvers.exact import _reasons
+
+        balance_code = REASONS.index("balance")
+        reason = np.where(reason == balance_code, _reasons(state, shard, source), reason)
     # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
     by_reason = np.argsort(reason, kind="stable")
     shard, source, target, reason = (
@@ -412,6 +544,8 @@ def plan(
             diagnosis=diagnosis,
         )
     stats = dict(result.stats)
+    if repair_info:
+        stats["cp_sat_repair"] = repair_info
     stats.update(
         {
             "seed": seed,

@@ -205,3 +205,27 @@ def test_exact_method_matches_the_engine_on_a_drain():
     exact = plan(state, method="exact", time_limit_s=20, trigger_imbalance=10.0)
     assert not check(state, exact.target_nodes)
     assert exact.bytes_moved == pytest.approx(fast.bytes_moved)  # both move just the drain
+
+
+def _tight_cluster(seed: int) -> placement.State:
+    """A small cluster, one node failed and one draining, where single moves get stuck
+    (every eligible node is full or already holds the shard) but a valid plan exists."""
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(15, 40)), int(rng.integers(50, 400))
+    state = placement.synthetic_state(n, m, seed=seed)
+    picks = rng.choice(state.cluster.n_nodes, 2, replace=False)
+    states = state.cluster.state.copy()
+    states[picks[0]] = NodeState.FAILED
+    states[picks[1]] = NodeState.DRAINING
+    return state.with_cluster(state.cluster.with_state(states))
+
+
+@pytest.mark.parametrize("seed", [24, 54])
+def test_cp_sat_repairs_what_single_moves_cannot_deterministically(seed):
+    state = _tight_cluster(seed)
+    p = plan(state)
+    assert p.stats["cp_sat_repair"]["accepted"]
+    assert not check(state, p.target_nodes)
+    assert set(p.reason.tolist()) >= {placement.plan.REASONS.index("drain")}
+    again = plan(state)
+    assert np.array_equal(again.target_nodes, p.target_nodes)

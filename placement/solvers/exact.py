@@ -1087,6 +1087,7 @@ def solve_subproblem(
     time_limit_s: float = 5.0,
     seed: int = 0,
     workers: int = 1,
+    deterministic_time: float | None = None,
 ) -> tuple[np.ndarray, ExactResult]:
     """Re-optimize a neighbourhood of a working placement (one step of an LNS).
 
@@ -1108,8 +1109,8 @@ def solve_subproblem(
     time_limit_s : float
         Wall-clock limit of this step; the working rows are hinted, so the answer is never
         worse than them when they are valid.
-    max_moves, ..., workers
-        As in :func:`solve_exact`.
+    max_moves, ..., workers, deterministic_time
+        As in :func:`solve_exact` (a deterministic limit makes the step reproducible).
 
     Returns
     -------
@@ -1164,7 +1165,7 @@ def solve_subproblem(
         time_limit_s=max(time_limit_s - (time.perf_counter() - t0), 0.05),
         seed=seed,
         workers=workers,
-        deterministic_time=None,
+        deterministic_time=deterministic_time,
         symmetry_breaking=True,
         redundant_constraints=True,
         t0=time.perf_counter(),
