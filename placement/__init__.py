@@ -17,19 +17,25 @@ from placement.errors import (
     InputError,
     InvalidValueError,
     PlacementError,
+    SchedulingError,
     SchemaError,
+    StateDriftError,
     TopologyError,
     UnknownIdError,
 )
 from placement.evaluate import Report, evaluate
 from placement.io import dump_state, load_state, state_from_document, state_to_document
 from placement.model import EMPTY, Cluster, NodeState, Placement, Policy, RegionGraph, Shards, State
+from placement.schedule import Schedule, schedule
+from placement.validate import Approval, ValidationReport, approval, ensure_current, validate
+from placement.verify import VerifyReport, resume, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EMPTY",
     "TIERS",
+    "Approval",
     "Cluster",
     "Diagnosis",
     "DuplicateIdError",
@@ -43,23 +49,34 @@ __all__ = [
     "Policy",
     "RegionGraph",
     "Report",
+    "Schedule",
+    "SchedulingError",
     "SchemaError",
     "Shards",
     "State",
+    "StateDriftError",
     "TopologyError",
     "UnknownIdError",
+    "ValidationReport",
+    "VerifyReport",
     "Violations",
+    "approval",
     "check",
     "diagnose",
     "dump_state",
+    "ensure_current",
     "evaluate",
     "example_state",
     "is_valid",
     "load_state",
     "node_load",
     "plan_partial",
+    "resume",
+    "schedule",
     "state_from_document",
     "state_to_document",
     "synthetic_state",
     "tier_state",
+    "validate",
+    "verify",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 from placement.errors import PlacementError
@@ -72,7 +73,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the best partial plan if constraints remain violated",
     )
-    plan.add_argument("--quiet", action="store_true", help="no progress line")
+    plan.add_argument(
+        "--method",
+        choices=("fast", "exact"),
+        default="fast",
+        help="fast: the vectorized engine (default); exact: CP-SAT (small clusters)",
+    )
+    shown = plan.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="no progress line")
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress lines on stderr even when it is not a terminal (logs, CI)",
+    )
+    from placement.cli_exec import register  # schedule, validate, verify, resume
+
+    register(sub)
     return parser
 
 
@@ -93,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if hasattr(args, "handler"):  # commands registered by placement.cli_exec
+        return int(args.handler(args))
     from placement.evaluate import evaluate
 
     if args.command == "schema":
@@ -138,15 +156,22 @@ def _plan(args: argparse.Namespace) -> int:
     from placement.planner import plan
 
     state = load_state(args.state)
-    show = not args.quiet and sys.stderr.isatty()
+    tty = sys.stderr.isatty()
+    show = args.progress or (not args.quiet and tty)
+    last = [-1.0]
 
     def progress(info: dict[str, object]) -> bool:
-        if show:
+        # On a terminal one line redrawn in place; elsewhere a line at most every 0.5 s.
+        now = time.monotonic()
+        if show and (tty or now - last[0] >= 0.5):
+            last[0] = now
             total = f"/{info['total']}" if info.get("total") else ""
+            start = "\r" if tty else ""
             print(
-                f"\r{info['phase']}: {info['done']}{total} steps, {info['moves']} moves, "
+                f"{start}{info['phase']}: {info['done']}{total} steps, "
+                f"{info['moves']} moves, "
                 f"{float(info['bytes_moved']) / 1e9:,.1f} GB",  # type: ignore[arg-type]
-                end="",
+                end="" if tty else "\n",
                 file=sys.stderr,
             )
         return True
@@ -160,8 +185,9 @@ def _plan(args: argparse.Namespace) -> int:
         target_imbalance=args.target_imbalance,
         allow_partial=args.allow_partial,
         progress=progress,
+        method=args.method,
     )
-    if show:
+    if show and tty:
         print(file=sys.stderr)
     try:
         result.dump(state, args.output)

@@ -31,6 +31,7 @@ REASONS: tuple[str, ...] = (
     "min-regions",  # the shard spans too few regions
     "capacity",  # the node is above headroom
     "balance",  # objective: even utilization
+    "latency",  # objective: replicas near their clients (placement.scenarios.plan_geo)
 )
 
 
@@ -90,6 +91,9 @@ class Plan:
         Metrics of the state and of the target placement (imbalance, violations).
     stats : dict
         Solver statistics (phases, times, stop reason).
+    wave : ndarray of int, shape (M,), optional
+        Wave of each move once scheduled (:func:`placement.schedule.schedule`): waves run
+        one after another, in increasing order. None for an unscheduled plan.
     """
 
     state_sha256: str
@@ -104,10 +108,23 @@ class Plan:
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    wave: np.ndarray | None = None
 
     @property
     def n_moves(self) -> int:
         return int(self.shard.shape[0])
+
+    @property
+    def n_waves(self) -> int:
+        """Number of waves (0 for an unscheduled or empty plan)."""
+        return 0 if self.wave is None or self.wave.size == 0 else int(self.wave.max()) + 1
+
+    def waves(self) -> list[np.ndarray]:
+        """Move indices of each wave, in execution order (empty for an unscheduled plan)."""
+        if self.n_waves == 0 or self.wave is None:
+            return []
+        order = np.argsort(self.wave, kind="stable")
+        return np.split(order, np.searchsorted(self.wave[order], np.arange(1, self.n_waves)))
 
     @property
     def bytes_moved(self) -> float:
@@ -162,12 +179,15 @@ class Plan:
                 strict=True,
             )
         ]
-        return {
+        doc: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "state_sha256": self.state_sha256,
             "moves": moves,
-            "summary": _jsonable(self.summary()),
         }
+        if self.wave is not None:
+            doc["waves"] = [w.tolist() for w in self.waves()]
+        doc["summary"] = _jsonable(self.summary())
+        return doc
 
     def dump(self, state: State, path: str | os.PathLike[str]) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -262,6 +282,7 @@ def plan_from_document(doc: Any, state: State, *, check_hash: bool = True) -> Pl
         )
     nodes = apply_moves(state.placement.nodes, shard, source, target)
     size = state.shards.demand[shard, state.cluster.size_index]
+    wave = _waves_from_document(doc.get("waves"), n)
     return Plan(
         state_sha256=str(digest),
         shard=shard,
@@ -272,7 +293,48 @@ def plan_from_document(doc: Any, state: State, *, check_hash: bool = True) -> Pl
         reason=reason,
         target_nodes=nodes,
         lower_bound_bytes=float((doc.get("summary") or {}).get("lower_bound_bytes") or 0.0),
+        wave=wave,
     )
+
+
+def _waves_from_document(waves: Any, n_moves: int) -> np.ndarray | None:
+    """The wave of each move from a document's ``waves`` (lists of move indices), checked:
+    every move in exactly one wave. Empty waves are dropped."""
+    if waves is None:
+        return None
+    if not isinstance(waves, list) or not all(isinstance(w, list) for w in waves):
+        raise SchemaError("A plan's 'waves' must be a list of lists of move indices.")
+    wave = np.full(n_moves, -1, dtype=np.int64)
+    repeated: list[int] = []
+    bad: list[object] = []
+    k = 0
+    for members in waves:
+        if not members:
+            continue
+        for i in members:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_moves:
+                bad.append(i)
+            elif wave[i] >= 0:
+                repeated.append(i)
+            else:
+                wave[i] = k
+        k += 1
+    if bad:
+        raise InvalidValueError(
+            f"waves name moves that do not exist: {format_ids(bad)} (moves are 0..{n_moves - 1})."
+        )
+    if repeated:
+        raise InvalidValueError(
+            f"waves list moves {format_ids(repeated)} more than once; each move belongs to "
+            "exactly one wave."
+        )
+    missing = np.flatnonzero(wave < 0)
+    if missing.size:
+        raise InvalidValueError(
+            f"waves leave out moves {format_ids(missing.tolist())}; list every move in "
+            "exactly one wave, or omit 'waves'."
+        )
+    return wave
 
 
 def load_plan(path: str | os.PathLike[str], state: State, *, check_hash: bool = True) -> Plan:
