@@ -3,7 +3,8 @@ peak-memory probe.
 
 Run with ``python -m pytest benchmarks --benchmark-only`` (the default test run,
 ``testpaths = ["tests"]``, never reaches this directory). Benchmark modules are named
-``bench_*.py`` so that they are not mistaken for tests; the hook below collects them.
+``bench_*.py`` so that they are not mistaken for tests; ``python_files`` in
+pyproject.toml collects them.
 
 Memory is measured in a separate, untimed call under :mod:`tracemalloc` (which traces
 numpy's buffers as well as Python objects), because tracing slows allocation-heavy code
@@ -16,18 +17,11 @@ import functools
 import gc
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import placement
-
-
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
 
 
 @pytest.fixture(scope="session")
