@@ -67,6 +67,7 @@ def test_plan(benchmark, tier_state, peak_memory_mb, tier, scenario):
             "bytes_moved": result.bytes_moved,
             "lower_bound_bytes": result.lower_bound_bytes,
             "bytes_over_bound": result.bound_ratio,
+            "gap": result.gap,
             "imbalance_before": result.before["imbalance"],
             "imbalance_after": result.after["imbalance"],
             "transfer_cost": float(result.cost.sum()),

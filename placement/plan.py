@@ -137,6 +137,14 @@ class Plan:
             return None if self.bytes_moved > 0 else 1.0
         return self.bytes_moved / self.lower_bound_bytes
 
+    @property
+    def gap(self) -> float | None:
+        """Share of the bytes moved that the bound does not prove necessary:
+        ``(bytes - bound) / bytes`` (0 is proven optimal; None for an empty plan)."""
+        if self.bytes_moved <= 0:
+            return None
+        return max(self.bytes_moved - self.lower_bound_bytes, 0.0) / self.bytes_moved
+
     def reason_names(self) -> list[str]:
         return [REASONS[r] for r in self.reason.tolist()]
 
@@ -152,6 +160,7 @@ class Plan:
             "transfer_cost": float(self.cost.sum()),
             "lower_bound_bytes": self.lower_bound_bytes,
             "bytes_over_bound": self.bound_ratio,
+            "gap": self.gap,
             "moves_by_reason": {REASONS[i]: int(c) for i, c in enumerate(counts) if c},
             "before": self.before,
             "after": self.after,

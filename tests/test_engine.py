@@ -229,3 +229,12 @@ def test_cp_sat_repairs_what_single_moves_cannot_deterministically(seed):
     assert set(p.reason.tolist()) >= {placement.plan.REASONS.index("drain")}
     again = plan(state)
     assert np.array_equal(again.target_nodes, p.target_nodes)
+
+
+def test_gap_is_zero_when_the_bound_is_met_and_consistent_with_the_ratio(small):
+    drained = with_node_state(small, [small.cluster.node_ids[0]], "draining")
+    p = plan(drained, trigger_imbalance=10.0)
+    assert p.gap == pytest.approx(0.0, abs=1e-12)
+    q = plan(small)
+    assert q.gap == pytest.approx(1 - 1 / q.bound_ratio)
+    assert q.summary()["gap"] == q.gap
