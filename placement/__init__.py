@@ -9,6 +9,7 @@ The façade: everything a user needs is importable from here.
 """
 
 from placement.constraints import Violations, check, is_valid, node_load
+from placement.cost import CostReport, cost_report
 from placement.datasets import TIERS, example_state, synthetic_state, tier_state
 from placement.diagnose import Diagnosis, PartialPlan, diagnose, plan_partial
 from placement.errors import (
@@ -25,7 +26,9 @@ from placement.errors import (
 )
 from placement.evaluate import Report, evaluate
 from placement.io import dump_state, load_state, state_from_document, state_to_document
+from placement.latency import ClientService, client_service
 from placement.model import EMPTY, Cluster, NodeState, Placement, Policy, RegionGraph, Shards, State
+from placement.scenarios import plan_geo
 from placement.schedule import Schedule, schedule
 from placement.validate import Approval, ValidationReport, approval, ensure_current, validate
 from placement.verify import VerifyReport, resume, verify
@@ -36,7 +39,9 @@ __all__ = [
     "EMPTY",
     "TIERS",
     "Approval",
+    "ClientService",
     "Cluster",
+    "CostReport",
     "Diagnosis",
     "DuplicateIdError",
     "InfeasibleError",
@@ -62,6 +67,8 @@ __all__ = [
     "Violations",
     "approval",
     "check",
+    "client_service",
+    "cost_report",
     "diagnose",
     "dump_state",
     "ensure_current",
@@ -70,6 +77,7 @@ __all__ = [
     "is_valid",
     "load_state",
     "node_load",
+    "plan_geo",
     "plan_partial",
     "resume",
     "schedule",

@@ -17,6 +17,9 @@ Definitions (interchange spec, "Shared definitions"):
 * latency compliance = share of client demand whose nearest live replica is within the
   latency target (and, separately, within the maximum). Without a latency model (several
   regions but no links) it is undefined.
+
+The last two are computed by :mod:`placement.latency` (one meaning for the report and
+the geo planner), where they are defined in full.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from typing import Any
 import numpy as np
 
 from placement.constraints import KINDS, Violations, check, node_load
+from placement.latency import (
+    RUNBOOK_LATENCY_MAX_MS,
+    RUNBOOK_LATENCY_TARGET_MS,
+    ClientService,
+    client_service,
+)
 from placement.model import NodeState, State
 
 __all__ = ["RUNBOOK_LATENCY_MAX_MS", "RUNBOOK_LATENCY_TARGET_MS", "Report", "evaluate"]
-
-#: Latency levels the report uses when the policy sets none (the runbook's figures).
-RUNBOOK_LATENCY_TARGET_MS = 50.0
-RUNBOOK_LATENCY_MAX_MS = 100.0
 
 _STATUS = ("ok", "warning", "critical")
 
@@ -451,16 +456,8 @@ def evaluate(state: State, placement_nodes: np.ndarray | None = None) -> Report:
             )
         )
 
-    target = (
-        pol.latency_target_ms if pol.latency_target_ms is not None else RUNBOOK_LATENCY_TARGET_MS
-    )
-    maximum = (
-        pol.latency_max_ms
-        if pol.latency_max_ms is not None
-        else max(RUNBOOK_LATENCY_MAX_MS, target)
-    )
-    source = "policy" if pol.latency_target_ms is not None else "runbook default"
-    service = _client_service(state, nodes, target, maximum)
+    service = client_service(state, nodes)
+    levels = service.levels
 
     regions = _region_summaries(state, nodes, load, service)
     status_rank, alerts = _status(state, resources, violations, service)
@@ -472,74 +469,18 @@ def evaluate(state: State, placement_nodes: np.ndarray | None = None) -> Report:
         violations=violations,
         regions=regions,
         coverage=service.coverage,
-        latency_compliance=service.within_target,
-        latency_max_compliance=service.within_max,
-        latency_target_ms=float(target),
-        latency_max_ms=float(maximum),
-        latency_source=source,
+        latency_compliance=service.compliance,
+        latency_max_compliance=service.max_compliance,
+        latency_target_ms=levels.target_ms,
+        latency_max_ms=levels.max_ms,
+        latency_source=levels.source,
         status=_STATUS[status_rank],
         alerts=alerts,
     )
 
 
-@dataclass(frozen=True)
-class _Service:
-    """Client service per (shard, client region) entry of the clients matrix."""
-
-    entry_region: np.ndarray
-    entry_weight: np.ndarray
-    local: np.ndarray
-    nearest_ms: np.ndarray
-    coverage: float | None
-    within_target: float | None
-    within_max: float | None
-    has_latency: bool
-
-
-def _client_service(state: State, nodes: np.ndarray, target_ms: float, max_ms: float) -> _Service:
-    c, s = state.cluster, state.shards
-    clients = s.clients.tocsr()
-    entry_shard = np.repeat(np.arange(s.n_shards), np.diff(clients.indptr))
-    entry_region = clients.indices.astype(np.int64)
-    weight = clients.data
-    rows = nodes[entry_shard]
-    present = rows >= 0
-    safe = np.where(present, rows, 0)
-    live = present & c.alive[safe]
-    replica_region = c.region_of[safe]
-    local = (live & (replica_region == entry_region[:, None])).any(axis=1)
-    graph = c.region_graph
-    has_latency = graph.has_latency_model
-    lat = (
-        graph.latency_ms[entry_region[:, None], replica_region]
-        if has_latency
-        else np.zeros(rows.shape)
-    )
-    nearest = (
-        np.where(live, lat, np.inf).min(axis=1)
-        if rows.shape[1]
-        else np.full(len(entry_shard), np.inf)
-    )
-    total = float(weight.sum())
-    if total <= 0:
-        return _Service(entry_region, weight, local, nearest, None, None, None, has_latency)
-    coverage = float(weight[local].sum() / total)
-    if not has_latency:
-        return _Service(entry_region, weight, local, nearest, coverage, None, None, False)
-    return _Service(
-        entry_region,
-        weight,
-        local,
-        nearest,
-        coverage,
-        float(weight[nearest <= target_ms].sum() / total),
-        float(weight[nearest <= max_ms].sum() / total),
-        True,
-    )
-
-
 def _region_summaries(
-    state: State, nodes: np.ndarray, load: np.ndarray, service: _Service
+    state: State, nodes: np.ndarray, load: np.ndarray, service: ClientService
 ) -> list[RegionSummary]:
     c = state.cluster
     n_regions = len(c.regions)
@@ -553,16 +494,8 @@ def _region_summaries(
     size_cap = np.bincount(
         region[c.active], weights=c.capacity[c.active, size], minlength=n_regions
     )
-    demand = np.bincount(service.entry_region, weights=service.entry_weight, minlength=n_regions)
-    covered = np.bincount(
-        service.entry_region, weights=service.entry_weight * service.local, minlength=n_regions
-    )
-    target = state.policy.latency_target_ms or RUNBOOK_LATENCY_TARGET_MS
-    served = np.bincount(
-        service.entry_region,
-        weights=service.entry_weight * (service.nearest_ms <= target),
-        minlength=n_regions,
-    )
+    per_region = service.by_region(n_regions)
+    demand, covered, served = per_region["demand"], per_region["covered"], per_region["served"]
     out = []
     for r, name in enumerate(c.regions):
         has = demand[r] > 0
@@ -585,7 +518,7 @@ def _region_summaries(
 
 
 def _status(
-    state: State, resources: list[ResourceSummary], v: Violations, service: _Service
+    state: State, resources: list[ResourceSummary], v: Violations, service: ClientService
 ) -> tuple[int, list[str]]:
     """Overall status rank (0 ok, 1 warning, 2 critical) and the alert lines."""
     pol = state.policy

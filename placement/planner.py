@@ -277,6 +277,35 @@ def _repair_with_cp_sat(
     return (candidate if info["accepted"] else None), info
 
 
+def _improve_latency(
+    state: State,
+    nodes: np.ndarray,
+    max_moves: int | None,
+    max_bytes: float | None,
+    time_left_s: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The latency phase within the budget the earlier phases left (counted on the safe
+    side: every changed slot as a move). Returns (nodes, slots it changed, stats)."""
+    from placement.solvers.geo import improve_latency
+
+    before = state.placement.nodes
+    changed = nodes != before
+    rows = np.nonzero(changed)[0]
+    used_bytes = float(state.shards.demand[rows, state.cluster.size_index].sum())
+    moves_left = None if max_moves is None else max(max_moves - int(changed.sum()), 0)
+    bytes_left = None if max_bytes is None else max(max_bytes - used_bytes, 0.0)
+    out, stats = improve_latency(
+        state,
+        nodes,
+        max_moves=moves_left,
+        max_bytes=bytes_left,
+        time_limit_s=max(time_left_s, 0.5),
+        seed=seed,
+    )
+    return out, out != nodes, stats.to_dict()
+
+
 #: Deterministic work units (about seconds of one core) for the CP-SAT repair step.
 _CP_SAT_REPAIR_WORK = 1.0
 
@@ -322,6 +351,7 @@ def plan(
     progress: Callable[[dict[str, Any]], bool | None] | None = None,
     allow_partial: bool = False,
     method: str = "fast",
+    latency: bool = True,
 ) -> Plan:
     """Plan the smallest safe set of moves: repair every violation, then balance.
 
@@ -353,6 +383,11 @@ def plan(
     allow_partial : bool
         Return a plan even if hard constraints remain violated (e.g. the budget is too
         small, or capacity is missing); its ``after["violations"]`` says how many.
+    latency : bool
+        When the policy sets ``latency_target_ms`` and shards have clients, finish with
+        the latency phase (:func:`placement.solvers.geo.improve_latency`): replicas move
+        toward their clients within what the budget left, never raising any node above
+        the peak pressure reached; its moves have reason ``"latency"``. False skips it.
     method : {"fast", "exact"}
         ``"fast"``: the vectorized engine (any size). ``"exact"``: the CP-SAT model of
         :mod:`placement.solvers.exact`, hinted with the engine's plan, which proves
@@ -464,6 +499,12 @@ def plan(
         )
         if repaired is not None:
             final = repaired
+    geo_changed = None
+    if latency and state.policy.latency_target_ms is not None and state.shards.clients.nnz:
+        final, geo_changed, geo_info = _improve_latency(
+            state, final, max_moves, max_bytes, time_limit_s - (time.perf_counter() - t0), seed
+        )
+        repair_info = {**repair_info, "geo": geo_info} if repair_info else {"geo": geo_info}
     final.setflags(write=False)
 
     # The plan is the diff, slot by slot (the engine keeps replicas in their slots), so a
@@ -479,6 +520,13 @@ def plan(
         keys = rec_s * before_nodes.shape[1] + rec_j
         _, first = np.unique(keys, return_index=True)  # index of each slot's first record
         first_reason[rec_s[first], rec_j[first]] = rec_r[first]
+    if geo_changed is not None:
+        # Slots only the latency phase moved serve latency; an earlier repair keeps its
+        # reason (the engine recorded it).
+        recorded = np.zeros(before_nodes.shape, dtype=bool)
+        if result.shard:
+            recorded[rec_s, rec_j] = True
+        first_reason[geo_changed & ~recorded] = REASONS.index("latency")
     order = np.argsort(changed_s, kind="stable")
     shard = changed_s[order].astype(np.int64)
     slot = changed_j[order]
@@ -544,6 +592,8 @@ def plan(
             diagnosis=diagnosis,
         )
     stats = dict(result.stats)
+    if "geo" in repair_info:
+        stats["latency"] = repair_info.pop("geo")
     if repair_info:
         stats["cp_sat_repair"] = repair_info
     stats.update(

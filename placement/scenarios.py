@@ -27,6 +27,7 @@ __all__ = [
     "plan_capacity_change",
     "plan_drain",
     "plan_failure",
+    "plan_geo",
     "plan_rebalance",
     "with_capacity",
     "with_new_nodes",
@@ -186,3 +187,133 @@ def plan_rebalance(
     else:
         options.setdefault("trigger_imbalance", state.policy.imbalance_warning)
     return state, plan(state, **options)
+
+
+def plan_geo(
+    state: State,
+    *,
+    max_moves: int | None = None,
+    max_bytes: float | None = None,
+    latency_target_ms: float | None = None,
+    compliance_goal: float | None = None,
+    coverage_goal: float | None = None,
+    slo_share: float | None = None,
+    time_limit_s: float = 10.0,
+    seed: int = 0,
+    allow_partial: bool = False,
+) -> Plan:
+    """The weekly geographic optimization: repair, then bring replicas near their clients.
+
+    First the engine repairs what violates the policy (no balancing: balance is not this
+    scenario's goal, and the geo phase keeps every node below the repaired placement's
+    highest pressure); then :func:`placement.solvers.geo.improve_latency` moves replicas
+    toward their clients until latency compliance and regional coverage reach their goals,
+    within what is left of the budget, fewest bytes and lowest transfer cost first. The
+    plan is built from the final placement like every plan
+    (:func:`placement.diffing.plan_from_target`); its moves for latency have the reason
+    ``"latency"``, and ``stats["geo"]`` holds the geo phase's figures (compliance and
+    coverage before and after, benefit per GB, the latency lower bound on bytes).
+
+    Parameters
+    ----------
+    state : State
+    max_moves, max_bytes : optional
+        Budget of the whole plan, repairs included.
+    latency_target_ms : float, optional
+        Default: the policy's ``latency_target_ms``, else the runbook's 50 ms. The state
+        itself is left unchanged (so the plan matches its hash).
+    compliance_goal, coverage_goal : float, optional
+        Shares of client demand in [0, 1]; default ``policy.coverage_target`` (runbook:
+        80%). 1.0 goes as far as the budget and the cluster allow.
+    slo_share : float, optional
+        Share of a shard's client demand whose region the latency SLO protects
+        (default :data:`placement.latency.DEFAULT_SLO_SHARE`).
+    time_limit_s : float
+        For the whole plan; the geo phase gets what the repair leaves (at least 10%).
+    seed : int
+    allow_partial : bool
+        As for :func:`placement.planner.plan`.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    InvalidValueError, InfeasibleError
+
+    Examples
+    --------
+    >>> import placement
+    >>> st = placement.synthetic_state(30, 600, seed=2)
+    >>> p = plan_geo(st, compliance_goal=1.0, coverage_goal=1.0, max_moves=40)
+    >>> p.n_moves <= 40 and p.after["violations"] == 0
+    True
+    >>> p.after["latency"]["compliance"] >= p.before["latency"]["compliance"]
+    True
+    """
+    import math
+    import time
+
+    from placement.diffing import plan_from_target, slot_reasons
+    from placement.errors import InvalidValueError
+    from placement.latency import DEFAULT_SLO_SHARE, latency_levels
+    from placement.solvers.geo import improve_latency
+
+    t0 = time.perf_counter()
+    levels = latency_levels(state.policy, target_ms=latency_target_ms)
+    for name, goal in (("compliance_goal", compliance_goal), ("coverage_goal", coverage_goal)):
+        if goal is not None and not (isinstance(goal, (int, float)) and 0 <= goal <= 1):
+            raise InvalidValueError(f"{name} must be a share in [0, 1], got {goal!r}.")
+    share = DEFAULT_SLO_SHARE if slo_share is None else slo_share
+    if not (isinstance(share, (int, float)) and 0 < share <= 1):
+        raise InvalidValueError(f"slo_share must be in (0, 1], got {share!r}.")
+    if not (
+        isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)
+    ):
+        raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
+    # Repairs only: an infinite trigger keeps the engine from balancing.
+    repaired = plan(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        trigger_imbalance=math.inf,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        allow_partial=allow_partial,
+    )
+    # The whole plan keeps the budget: the geo phase gets what the repairs left. (A geo
+    # move of a slot the repair moved already costs no extra move in the final diff, so
+    # this is on the safe side.)
+    moves_left = None if max_moves is None else max(max_moves - repaired.n_moves, 0)
+    bytes_left = None if max_bytes is None else max(max_bytes - repaired.bytes_moved, 0.0)
+    left_s = max(time_limit_s - (time.perf_counter() - t0), 0.1 * time_limit_s)
+    final, geo = improve_latency(
+        state,
+        repaired.target_nodes,
+        max_moves=moves_left,
+        max_bytes=bytes_left,
+        target_ms=levels.target_ms,
+        compliance_goal=compliance_goal,
+        coverage_goal=coverage_goal,
+        slo_share=share,
+        time_limit_s=left_s,
+        seed=seed,
+    )
+    stats = dict(repaired.stats)
+    for key in ("time_s", "bound_s"):
+        stats.pop(key, None)
+    stats["repair_moves"] = repaired.n_moves
+    stats["geo"] = geo.to_dict()
+    return plan_from_target(
+        state,
+        final,
+        slot_reasons(state.placement.nodes, repaired),
+        stats,
+        default_reason="latency",
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        allow_partial=allow_partial,
+        latency_target_ms=levels.target_ms,
+        t0=t0,
+    )
