@@ -513,3 +513,52 @@ def move_benefit(
         covered_gain[idx] = new_covered - covered[u]
         served[u], covered[u] = new_served, new_covered
     return served_gain, covered_gain
+
+
+def regions_keeping_service(
+    state: State, nodes: np.ndarray, shard: np.ndarray, slot: np.ndarray, target_ms: float
+) -> np.ndarray:
+    """For replicas about to move, the regions they may go to without serving less.
+
+    Returns a bool matrix (K, regions): moving replica ``(shard[k], slot[k])`` into region
+    r keeps at least as much of its shard's client demand within *target_ms* as now
+    (with the other replicas of *nodes* where they are). Shards without clients may go
+    anywhere. Balance moves use this so that only repairs can lower latency compliance.
+
+    Examples
+    --------
+    >>> from placement.datasets import synthetic_state
+    >>> st = synthetic_state(30, 200, seed=0)
+    >>> ok = regions_keeping_service(st, st.placement.nodes, np.arange(5), np.zeros(5, int), 50.0)
+    >>> ok.shape, bool(ok[np.arange(5), st.cluster.region_of[st.placement.nodes[:5, 0]]].all())
+    ((5, 5), True)
+    """
+    c = state.cluster
+    n_regions = len(c.regions)
+    k_items = shard.size
+    out = np.ones((k_items, n_regions), dtype=bool)
+    if k_items == 0 or state.shards.clients.nnz == 0:
+        return out
+    clients = state.shards.clients.tocsr()
+    start, stop = clients.indptr[shard], clients.indptr[shard + 1]
+    count = stop - start
+    if not (count > 0).any():
+        return out
+    # One row per (item, client entry).
+    item = np.repeat(np.arange(k_items), count)
+    first = np.cumsum(count) - count  # where each item's rows begin
+    entry = np.repeat(start - first, count) + np.arange(item.size)
+    client = clients.indices[entry].astype(np.int64)
+    weight = np.asarray(clients.data[entry], dtype=np.float64)
+    rows = nodes[shard[item]].astype(np.int64)
+    others = rows.copy()
+    others[np.arange(item.size), slot[item]] = -1  # the moving replica is gone
+    lat = c.region_graph.latency_ms
+    before = _nearest(lat, client, _replica_regions(state, rows)) <= target_ms
+    rest = _nearest(lat, client, _replica_regions(state, others))
+    # Served after a move into region r: by the others, or by the new copy in r.
+    after = (rest[:, None] <= target_ms) | (lat[client][:, :n_regions] <= target_ms)
+    served_before = np.bincount(item, weights=weight * before, minlength=k_items)
+    served_after = np.zeros((k_items, n_regions))
+    np.add.at(served_after, item, weight[:, None] * after)
+    return served_after >= served_before[:, None] - 1e-9 * np.maximum(served_before[:, None], 1)

@@ -111,7 +111,9 @@ def lower_bound_bytes(
         if not ok.any() or load[ok, j].sum() <= 0:
             continue
         u_peak = float((after[ok, j] / capj[ok]).max())
-        excess = np.where(ok, np.maximum(load[:, j] - u_peak * capj, 0.0), 0.0)
+        # (A relative tolerance: the node at the peak itself must not show a rounding
+        # excess of a few bytes when nothing needs to move.)
+        excess = np.where(ok, np.maximum(load[:, j] - u_peak * capj * (1 + 1e-12), 0.0), 0.0)
         if not (excess > 0).any():
             continue
         if j == size_j:
@@ -287,9 +289,15 @@ def _improve_latency(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The latency phase within the budget the earlier phases left (counted on the safe
     side: every changed slot as a move). Returns (nodes, slots it changed, stats)."""
+    from placement.latency import client_service
     from placement.solvers.geo import improve_latency
 
     before = state.placement.nodes
+    # Plans should not lower the share of client demand served within the target (the
+    # interchange spec): aim at least at the input's compliance, which repairs and
+    # balance moves may have eroded, as well as the policy's coverage target.
+    served = client_service(state, before).compliance
+    goal = max(state.policy.coverage_target, served if served is not None else 0.0)
     changed = nodes != before
     rows = np.nonzero(changed)[0]
     used_bytes = float(state.shards.demand[rows, state.cluster.size_index].sum())
@@ -300,6 +308,7 @@ def _improve_latency(
         nodes,
         max_moves=moves_left,
         max_bytes=bytes_left,
+        compliance_goal=min(goal, 1.0),
         time_limit_s=max(time_left_s, 0.5),
         seed=seed,
     )

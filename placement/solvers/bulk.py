@@ -114,13 +114,15 @@ def place(
     levels: Sequence[float | np.ndarray],
     rng: np.random.Generator,
     home_rounds: int = 0,
+    region_ok: np.ndarray | None = None,
 ) -> np.ndarray:
     """Choose a target node for each (shard, slot) item; -1 where none was found.
 
     Items are tried in the given order (priority first). *levels* are the pressure
     levels of the successive rounds (``inf`` fills up to headroom). In the first
     *home_rounds* rounds an item may only land in a region that already holds a live
-    replica of its shard (no transfer cost across regions). Spread and regions are
+    replica of its shard (no transfer cost across regions). *region_ok* (K, regions)
+    restricts each item's regions throughout (e.g. to keep its clients served). Spread and regions are
     judged on the placement after the move (the item's own slot excluded). Reads the
     engine only: the caller applies the returned targets.
     """
@@ -159,7 +161,11 @@ def place(
         # Regions each item may land in this round: not those of its shard's other
         # replicas when it must add a region; in the first *home_rounds* rounds only
         # those that hold a live replica already (copies there cost no transfer).
-        ok_region = np.ones((now.size, n_regions), dtype=bool)
+        ok_region = (
+            np.ones((now.size, n_regions), dtype=bool)
+            if region_ok is None
+            else region_ok[now, :n_regions].copy()
+        )
         if need_region.any():
             rr, cc = np.nonzero((other_reg >= 0) & need_region[:, None])
             ok_region[rr, other_reg[rr, cc]] = False

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from placement.constraints import Violations, check, node_load
+from placement.latency import regions_keeping_service
 from placement.model import EMPTY, State
 from placement.plan import REASONS
 from placement.solvers import bulk
@@ -118,6 +119,12 @@ class _Engine:
         n_active = max(int(self.active.sum()), 1)
         self.unit = np.where(active_cap > 0, active_cap / n_active, 1.0)
         self.size_index = c.size_index
+        #: Balance moves keep clients as well served when the policy sets a target.
+        self.latency_target_ms = (
+            float(state.policy.latency_target_ms)
+            if state.policy.latency_target_ms is not None and s.clients.nnz
+            else None
+        )
         #: Failed hottest nodes tolerated in a row before balancing stops (measured at
         #: tier M: 32 lowers the peak by 0.1 point more than 8, at 1.5x the time).
         self.patience = 8
@@ -178,11 +185,19 @@ class _Engine:
             self._refresh_top(d)
 
     # -- choosing a target -------------------------------------------------------------
-    def _pick_target(self, s: int, slot: int, ceiling: float = np.inf) -> int:
-        """Least-pressured feasible node for a replica of shard *s* in *slot*, or -1."""
+    def _pick_target(
+        self, s: int, slot: int, ceiling: float = np.inf, keep_service: bool = False
+    ) -> int:
+        """Least-pressured feasible node for a replica of shard *s* in *slot*, or -1.
+
+        *keep_service*: only regions where the shard's clients stay as well served."""
         row = self.nodes[s]
         others = [int(x) for j, x in enumerate(row) if j != slot and x >= 0 and self.alive[x]]
         mask = self.allowed_dom[self.res_class[s]].copy()
+        if keep_service:
+            ok = self._service_regions(np.array([s]), np.array([slot]))
+            if ok is not None:
+                mask &= ok[0][self.dom_region]
         if others:
             od = self.dom[others]
             if self.max_per_domain == 1:
@@ -222,6 +237,13 @@ class _Engine:
                     return best
             tops[d] = np.inf
         return -1
+
+    def _service_regions(self, shard: np.ndarray, slot: np.ndarray) -> np.ndarray | None:
+        """Regions a balance move may take each replica to without serving its clients
+        worse (None when the policy sets no latency target or no shard has clients)."""
+        if self.latency_target_ms is None:
+            return None
+        return regions_keeping_service(self.state, self.nodes, shard, slot, self.latency_target_ms)
 
     def _node_ok(self, n: int) -> bool:
         lim = self.budget.max_moves_per_node
@@ -450,7 +472,15 @@ class _Engine:
             # Receivers only up to the level. (Letting the last round's receivers go a
             # little above it lowered the peak by about 0.5 point but cost 10-30% more
             # bytes: nodes then gave and took.)
-            target = bulk.place(self, shard, slot, levels=[level] * 10, rng=self.rng, home_rounds=3)
+            target = bulk.place(
+                self,
+                shard,
+                slot,
+                levels=[level] * 10,
+                rng=self.rng,
+                home_rounds=3,
+                region_ok=self._service_regions(shard, slot),
+            )
             frozen[shard[target < 0], slot[target < 0]] = True
             if not (target >= 0).any():
                 break
@@ -763,7 +793,7 @@ class _Engine:
             s, j = int(rows[k]), int(cols[k])
             if not self._budget_ok(s, n):
                 continue
-            target = self._pick_target(s, j, ceiling=p_hot)
+            target = self._pick_target(s, j, ceiling=p_hot, keep_service=True)
             if target < 0:
                 continue
             p_target_after = float(
