@@ -146,13 +146,9 @@ class _Engine:
         self.heaps: list[list[tuple[float, int]]] = []
         self.dom_top = np.full(self.n_dom, np.inf)
         self._rebuild_heaps()
-        # Replicas per node: a CSR of the initial placement plus the slots moved in since.
-        flat = self.nodes.ravel()
-        order = np.argsort(flat, kind="stable")
-        start = int(np.searchsorted(flat[order], 0))
-        order = order[start:]
-        self.csr_slots = order
-        self.csr_ptr = np.searchsorted(flat[order], np.arange(c.n_nodes + 1))
+        # Replicas per node: a CSR of the initial placement (built on first use: a
+        # drain or a failure repaired in bulk never needs it) plus the slots moved in.
+        self._csr: tuple[np.ndarray, np.ndarray] | None = None
         self.arrivals: list[list[int]] = [[] for _ in range(c.n_nodes)]
         self.out = GreedyResult(nodes=self.nodes)
         self.bytes_moved = 0.0
@@ -592,11 +588,22 @@ class _Engine:
         d = self.dom[row[j]]
         return int((self.dom[live] == d).sum()) > self.max_per_domain
 
+    def _csr_slots(self, n: int) -> np.ndarray:
+        """Flat slot indices that held replicas of node *n* in the initial placement."""
+        if self._csr is None:
+            flat = self.state.placement.nodes.ravel()
+            order = np.argsort(flat, kind="stable")
+            order = order[int(np.searchsorted(flat[order], 0)) :]
+            ptr = np.searchsorted(flat[order], np.arange(self.state.cluster.n_nodes + 1))
+            self._csr = (order, ptr)
+        order, ptr = self._csr
+        return order[ptr[n] : ptr[n + 1]]
+
     def _slots_on(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(shard, slot) of the replicas currently on node *n*."""
         flat = np.concatenate(
             [
-                self.csr_slots[self.csr_ptr[n] : self.csr_ptr[n + 1]],
+                self._csr_slots(n),
                 np.array(self.arrivals[n], dtype=np.int64),
             ]
         )
