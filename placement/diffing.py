@@ -1,5 +1,5 @@
 """From a solver's target placement to a :class:`~placement.plan.Plan`: diff, untangle, check,
-bound.
+bound; and the evidence every plan carries (imbalance, the bytes lower bound).
 
 What :func:`placement.planner.plan` does after its solver, as one reusable step, so every
 planning path (the engine, the geo scenario, later others) builds its plan the same way:
@@ -34,11 +34,155 @@ import numpy as np
 from placement.constraints import Violations, check, node_load
 from placement.errors import InfeasibleError
 from placement.latency import client_service
-from placement.model import State
+from placement.model import NodeState, State
 from placement.plan import REASONS, Plan, transfer_cost
-from placement.planner import _untangle, imbalance, lower_bound_bytes
 
-__all__ = ["plan_from_target", "slot_reasons"]
+__all__ = ["imbalance", "lower_bound_bytes", "plan_from_target", "slot_reasons"]
+
+
+def imbalance(
+    state: State, nodes: np.ndarray, load: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """Imbalance ratio per resource (interchange definition) of a placement."""
+    c = state.cluster
+    load = node_load(state, nodes) if load is None else load
+    out: dict[str, float | None] = {}
+    act = c.active
+    for j, r in enumerate(c.resources):
+        cap = c.capacity[act, j]
+        total_cap = cap.sum()
+        total = load[act, j].sum()
+        if total_cap <= 0 or total <= 0:
+            out[r] = None
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            util = np.where(cap > 0, load[act, j] / cap, np.where(load[act, j] > 0, np.inf, 0.0))
+        out[r] = float(util.max() / (total / total_cap) - 1)
+    return out
+
+
+def lower_bound_bytes(
+    state: State,
+    target_nodes: np.ndarray,
+    *,
+    violations: Violations | None = None,
+    load: np.ndarray | None = None,
+    target_load: np.ndarray | None = None,
+) -> float:
+    """Bytes that every plan reaching the target's peak utilizations must move.
+
+    The sum of: replicas to (re)create (on failed nodes or missing), everything on
+    draining nodes, and for each active node the largest of what must leave it anyway
+    (replicas outside their residency) and, per resource r, the fewest bytes whose
+    removal brings its r-load down to the peak r-utilization ``u_r`` the target reaches.
+    That last term is a fractional knapsack: remove the replicas with the most r per byte
+    first. Each term counts bytes no plan with the same peaks can avoid; none twice.
+    *violations*, *load* (of the current placement) and *target_load* may be passed when
+    the caller has them already.
+    """
+    c, s = state.cluster, state.shards
+    size_j = c.size_index
+    nodes = state.placement.nodes
+    v = check(state, nodes) if violations is None else violations
+    size = s.demand[:, size_j]
+    created = float(size[v.failed[:, 0]].sum()) if len(v.failed) else 0.0
+    missing = np.maximum(s.replicas - (nodes >= 0).sum(axis=1), 0)
+    created += float((missing * size).sum())
+    load = node_load(state, nodes) if load is None else load
+    drained = float(load[c.state == NodeState.DRAINING, size_j].sum())
+    per_node = np.zeros(c.n_nodes)
+    if len(v.residency):
+        np.add.at(per_node, v.residency[:, 1], size[v.residency[:, 0]])
+    after = node_load(state, target_nodes) if target_load is None else target_load
+    act = c.active
+    rows, cols = np.nonzero(nodes >= 0)
+    where = nodes[rows, cols]
+    on_active = act[where]
+    rows, where = rows[on_active], where[on_active]
+    for j in range(c.n_resources):
+        capj = c.capacity[:, j]
+        ok = act & (capj > 0)
+        if not ok.any() or load[ok, j].sum() <= 0:
+            continue
+        u_peak = float((after[ok, j] / capj[ok]).max())
+        # (A relative tolerance: the node at the peak itself must not show a rounding
+        # excess of a few bytes when nothing needs to move.)
+        excess = np.where(ok, np.maximum(load[:, j] - u_peak * capj * (1 + 1e-12), 0.0), 0.0)
+        if not (excess > 0).any():
+            continue
+        if j == size_j:
+            per_node = np.maximum(per_node, excess)
+            continue
+        mine = excess[where] > 0  # only nodes with an excess need the knapsack
+        per_node = np.maximum(
+            per_node,
+            _knapsack_bytes(
+                where[mine], s.demand[rows[mine], j], size[rows[mine]], excess, c.n_nodes
+            ),
+        )
+    return created + drained + float(np.where(act, per_node, 0.0).sum())
+
+
+def _knapsack_bytes(
+    node: np.ndarray, amount: np.ndarray, size: np.ndarray, need: np.ndarray, n_nodes: int
+) -> np.ndarray:
+    """Per node, the fewest bytes whose removal frees *need* of a resource (fractional)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(size > 0, amount / size, np.inf)
+    order = np.lexsort((-ratio, node))
+    node, amount, size, ratio = node[order], amount[order], size[order], ratio[order]
+    cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
+    cum_bytes = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(ratio), size, 0.0))])
+    start = np.searchsorted(node, np.arange(n_nodes))
+    end = np.searchsorted(node, np.arange(n_nodes), side="right")
+    goal = cum_amount[start] + need
+    # First replica (in ratio order) at which the cumulative amount reaches the goal.
+    k = np.searchsorted(cum_amount, goal, side="left") - 1
+    k = np.clip(k, start, np.maximum(end - 1, start))
+    out = np.zeros(n_nodes)
+    has = (need > 0) & (end > start)
+    kk = k[has]
+    partial = (goal[has] - cum_amount[kk]) / ratio[np.minimum(kk, len(ratio) - 1)]
+    partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
+    out[has] = (
+        cum_bytes[kk]
+        - cum_bytes[start[has]]
+        + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
+    )
+    return out
+
+
+def _untangle(
+    shard: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    reason: np.ndarray,
+    n_nodes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rewrite shards with several changed slots as a set difference.
+
+    Slot-wise, A->B in one slot and B->C in another would be two moves, the first onto a
+    node that still holds the shard; as sets it is the single move A->C. *shard* must be
+    sorted. Per shard, the sources that are not also targets are paired, in order, with
+    the targets that are not also sources (created replicas have source -1 and always
+    count); each pair keeps the reason of its source's slot.
+    """
+    if shard.size == 0:
+        return shard, source, target, reason
+    if n_nodes is None:
+        n_nodes = int(max(source.max(), target.max())) + 1
+    base = shard * (n_nodes + 1)
+    src_key = base + source + 1
+    tgt_key = base + target + 1
+    removed = (source < 0) | ~np.isin(src_key, tgt_key)
+    added = ~np.isin(tgt_key, src_key)
+    if removed.all() and added.all():
+        return shard, source, target, reason
+    # Both selections keep the shard order, and every shard has as many of one as of
+    # the other, so the k-th removed and the k-th added belong to the same shard.
+    if removed.sum() != added.sum():  # pragma: no cover - each slot replaces one replica
+        raise AssertionError("internal error: unbalanced slot changes")
+    return shard[removed], source[removed], target[added], reason[removed]
 
 
 def slot_reasons(before_nodes: np.ndarray, plan: Plan) -> np.ndarray:
@@ -78,6 +222,7 @@ def plan_from_target(
     allow_partial: bool = False,
     before: Violations | None = None,
     before_load: np.ndarray | None = None,
+    after: Violations | None = None,
     latency_target_ms: float | None = None,
     t0: float | None = None,
 ) -> Plan:
@@ -102,6 +247,8 @@ def plan_from_target(
     before, before_load : optional
         :func:`~placement.constraints.check` and :func:`~placement.constraints.node_load`
         of the state's placement, if at hand.
+    after : optional
+        :func:`~placement.constraints.check` of *target_nodes*, if at hand.
     latency_target_ms : float, optional
         Latency target of the before/after client metrics (default: the policy's).
     t0 : float, optional
@@ -147,7 +294,7 @@ def plan_from_target(
     size = state.shards.demand[shard, c.size_index]
 
     after_load = node_load(state, final)
-    after_v = check(state, final, load=after_load)
+    after_v = check(state, final, load=after_load) if after is None else after
     if (max_moves is not None and shard.size > max_moves) or (
         max_bytes is not None and size.sum() > max_bytes * (1 + 1e-12)
     ):

@@ -38,157 +38,13 @@ from typing import Any
 import numpy as np
 
 from placement.constraints import Violations, check, node_load
+from placement.diffing import imbalance, lower_bound_bytes, plan_from_target
 from placement.errors import InfeasibleError, InvalidValueError, PlacementError
-from placement.model import NodeState, State
-from placement.plan import REASONS, Plan, transfer_cost
+from placement.model import State
+from placement.plan import REASONS, Plan
 from placement.solvers.greedy import Budget, solve_greedy
 
 __all__ = ["imbalance", "lower_bound_bytes", "plan"]
-
-
-def imbalance(
-    state: State, nodes: np.ndarray, load: np.ndarray | None = None
-) -> dict[str, float | None]:
-    """Imbalance ratio per resource (interchange definition) of a placement."""
-    c = state.cluster
-    load = node_load(state, nodes) if load is None else load
-    out: dict[str, float | None] = {}
-    act = c.active
-    for j, r in enumerate(c.resources):
-        cap = c.capacity[act, j]
-        total_cap = cap.sum()
-        total = load[act, j].sum()
-        if total_cap <= 0 or total <= 0:
-            out[r] = None
-            continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            util = np.where(cap > 0, load[act, j] / cap, np.where(load[act, j] > 0, np.inf, 0.0))
-        out[r] = float(util.max() / (total / total_cap) - 1)
-    return out
-
-
-def lower_bound_bytes(
-    state: State,
-    target_nodes: np.ndarray,
-    *,
-    violations: Violations | None = None,
-    load: np.ndarray | None = None,
-    target_load: np.ndarray | None = None,
-) -> float:
-    """Bytes that every plan reaching the target's peak utilizations must move.
-
-    The sum of: replicas to (re)create (on failed nodes or missing), everything on
-    draining nodes, and for each active node the largest of what must leave it anyway
-    (replicas outside their residency) and, per resource r, the fewest bytes whose
-    removal brings its r-load down to the peak r-utilization ``u_r`` the target reaches.
-    That last term is a fractional knapsack: remove the replicas with the most r per byte
-    first. Each term counts bytes no plan with the same peaks can avoid; none twice.
-    *violations*, *load* (of the current placement) and *target_load* may be passed when
-    the caller has them already.
-    """
-    c, s = state.cluster, state.shards
-    size_j = c.size_index
-    nodes = state.placement.nodes
-    v = check(state, nodes) if violations is None else violations
-    size = s.demand[:, size_j]
-    created = float(size[v.failed[:, 0]].sum()) if len(v.failed) else 0.0
-    missing = np.maximum(s.replicas - (nodes >= 0).sum(axis=1), 0)
-    created += float((missing * size).sum())
-    load = node_load(state, nodes) if load is None else load
-    drained = float(load[c.state == NodeState.DRAINING, size_j].sum())
-    per_node = np.zeros(c.n_nodes)
-    if len(v.residency):
-        np.add.at(per_node, v.residency[:, 1], size[v.residency[:, 0]])
-    after = node_load(state, target_nodes) if target_load is None else target_load
-    act = c.active
-    rows, cols = np.nonzero(nodes >= 0)
-    where = nodes[rows, cols]
-    on_active = act[where]
-    rows, where = rows[on_active], where[on_active]
-    for j in range(c.n_resources):
-        capj = c.capacity[:, j]
-        ok = act & (capj > 0)
-        if not ok.any() or load[ok, j].sum() <= 0:
-            continue
-        u_peak = float((after[ok, j] / capj[ok]).max())
-        # (A relative tolerance: the node at the peak itself must not show a rounding
-        # excess of a few bytes when nothing needs to move.)
-        excess = np.where(ok, np.maximum(load[:, j] - u_peak * capj * (1 + 1e-12), 0.0), 0.0)
-        if not (excess > 0).any():
-            continue
-        if j == size_j:
-            per_node = np.maximum(per_node, excess)
-            continue
-        mine = excess[where] > 0  # only nodes with an excess need the knapsack
-        per_node = np.maximum(
-            per_node,
-            _knapsack_bytes(
-                where[mine], s.demand[rows[mine], j], size[rows[mine]], excess, c.n_nodes
-            ),
-        )
-    return created + drained + float(np.where(act, per_node, 0.0).sum())
-
-
-def _knapsack_bytes(
-    node: np.ndarray, amount: np.ndarray, size: np.ndarray, need: np.ndarray, n_nodes: int
-) -> np.ndarray:
-    """Per node, the fewest bytes whose removal frees *need* of a resource (fractional)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(size > 0, amount / size, np.inf)
-    order = np.lexsort((-ratio, node))
-    node, amount, size, ratio = node[order], amount[order], size[order], ratio[order]
-    cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
-    cum_bytes = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(ratio), size, 0.0))])
-    start = np.searchsorted(node, np.arange(n_nodes))
-    end = np.searchsorted(node, np.arange(n_nodes), side="right")
-    goal = cum_amount[start] + need
-    # First replica (in ratio order) at which the cumulative amount reaches the goal.
-    k = np.searchsorted(cum_amount, goal, side="left") - 1
-    k = np.clip(k, start, np.maximum(end - 1, start))
-    out = np.zeros(n_nodes)
-    has = (need > 0) & (end > start)
-    kk = k[has]
-    partial = (goal[has] - cum_amount[kk]) / ratio[np.minimum(kk, len(ratio) - 1)]
-    partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
-    out[has] = (
-        cum_bytes[kk]
-        - cum_bytes[start[has]]
-        + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
-    )
-    return out
-
-
-def _untangle(
-    shard: np.ndarray,
-    source: np.ndarray,
-    target: np.ndarray,
-    reason: np.ndarray,
-    n_nodes: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rewrite shards with several changed slots as a set difference.
-
-    Slot-wise, A->B in one slot and B->C in another would be two moves, the first onto a
-    node that still holds the shard; as sets it is the single move A->C. *shard* must be
-    sorted. Per shard, the sources that are not also targets are paired, in order, with
-    the targets that are not also sources (created replicas have source -1 and always
-    count); each pair keeps the reason of its source's slot.
-    """
-    if shard.size == 0:
-        return shard, source, target, reason
-    if n_nodes is None:
-        n_nodes = int(max(source.max(), target.max())) + 1
-    base = shard * (n_nodes + 1)
-    src_key = base + source + 1
-    tgt_key = base + target + 1
-    removed = (source < 0) | ~np.isin(src_key, tgt_key)
-    added = ~np.isin(tgt_key, src_key)
-    if removed.all() and added.all():
-        return shard, source, target, reason
-    # Both selections keep the shard order, and every shard has as many of one as of
-    # the other, so the k-th removed and the k-th added belong to the same shard.
-    if removed.sum() != added.sum():  # pragma: no cover - each slot replaces one replica
-        raise AssertionError("internal error: unbalanced slot changes")
-    return shard[removed], source[removed], target[added], reason[removed]
 
 
 def _repair_with_cp_sat(
@@ -516,71 +372,55 @@ def plan(
         repair_info = {**repair_info, "geo": geo_info} if repair_info else {"geo": geo_info}
     final.setflags(write=False)
 
-    # The plan is the diff, slot by slot (the engine keeps replicas in their slots), so a
-    # replica moved twice becomes one move and one moved back disappears.
-    changed_s, changed_j = np.nonzero(final != before_nodes)
-    # A slot's move serves the reason of the engine's first move out of that slot: a
-    # drained replica later moved again for balance is still a drain.
-    first_reason = np.full(before_nodes.shape, REASONS.index("balance"), dtype=np.int8)
+    # Each changed slot serves the reason of the engine's first move out of it: a drained
+    # replica later moved again for balance is still a drain. (The diff itself, chains
+    # untangled, the re-check and the bound are plan_from_target's.)
+    reasons = np.full(before_nodes.shape, -1, dtype=np.int8)
+    recorded = np.zeros(before_nodes.shape, dtype=bool)
     if result.shard:
         rec_s = np.asarray(result.shard, dtype=np.int64)
         rec_j = np.asarray(result.slot, dtype=np.int64)
         rec_r = np.asarray(result.reason, dtype=np.int8)
         keys = rec_s * before_nodes.shape[1] + rec_j
         _, first = np.unique(keys, return_index=True)  # index of each slot's first record
-        first_reason[rec_s[first], rec_j[first]] = rec_r[first]
-    if geo_changed is not None:
-        # Slots only the latency phase moved serve latency; an earlier repair keeps its
-        # reason (the engine recorded it).
-        recorded = np.zeros(before_nodes.shape, dtype=bool)
-        if result.shard:
-            recorded[rec_s, rec_j] = True
-        first_reason[geo_changed & ~recorded] = REASONS.index("latency")
-    order = np.argsort(changed_s, kind="stable")
-    shard = changed_s[order].astype(np.int64)
-    slot = changed_j[order]
-    source = before_nodes[shard, slot].astype(np.int64)
-    target = final[shard, slot].astype(np.int64)
-    reason = first_reason[shard, slot]
-    shard, source, target, reason = _untangle(shard, source, target, reason, c.n_nodes)
+        reasons[rec_s[first], rec_j[first]] = rec_r[first]
+        recorded[rec_s, rec_j] = True
+    if geo_changed is not None:  # slots only the latency phase moved serve latency
+        reasons[geo_changed & ~recorded] = REASONS.index("latency")
     if repair_info.get("accepted"):
         # Slots CP-SAT changed have no engine record: name the rule each source breaks.
         from placement.solvers.exact import _reasons
 
-        balance_code = REASONS.index("balance")
-        reason = np.where(reason == balance_code, _reasons(state, shard, source), reason)
-    # Repairs first (restore, failed, drain, ...), balance last; stable within a reason.
-    by_reason = np.argsort(reason, kind="stable")
-    shard, source, target, reason = (
-        shard[by_reason],
-        source[by_reason],
-        target[by_reason],
-        reason[by_reason],
-    )
-    size = state.shards.demand[shard, c.size_index]
-
-    after_load = node_load(state, final)
+        s_new, j_new = np.nonzero((final != before_nodes) & (reasons < 0))
+        reasons[s_new, j_new] = _reasons(state, s_new, before_nodes[s_new, j_new])
+    stats = dict(result.stats)
+    if "geo" in repair_info:
+        stats["latency"] = repair_info.pop("geo")
+    if repair_info:
+        stats["cp_sat_repair"] = repair_info
+    stats.update({"seed": seed, "balanced": do_balance})
     # The check made before the repair and latency steps still holds if they changed
     # nothing (a check costs 0.25 s at a million shards).
-    unchanged = final is result.nodes
-    after_v = remaining if unchanged else check(state, final, load=after_load)
-    budget_broken = (max_moves is not None and shard.size > max_moves) or (
-        max_bytes is not None and size.sum() > max_bytes * (1 + 1e-12)
+    result_plan = plan_from_target(
+        state,
+        final,
+        reasons,
+        stats,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        allow_partial=True,
+        before=before_v,
+        before_load=before_load,
+        after=remaining if final is result.nodes else None,
+        t0=t0,
     )
-    if budget_broken:  # pragma: no cover - the engine checks the budget before each move
-        raise AssertionError("internal error: the plan exceeds its budget")
-    t_end = time.perf_counter()
-    bound = lower_bound_bytes(
-        state, final, violations=before_v, load=before_load, target_load=after_load
-    )
-    t_bound = time.perf_counter() - t_end
-
-    new_problems = {k: v for k, v in after_v.counts().items() if v}
-    if new_problems and not allow_partial:
+    if result_plan.after["violations"] and not allow_partial:
+        after_v = check(state, result_plan.target_nodes)
         described = after_v.describe(state, limit=3)
         detail = "; ".join(
             f"{k} x{n} (e.g. {', '.join(str(d) for d in described[k])})"
-            for k, n in new_problems.items()
+            for k, n in after_v.counts().items()
+            if n
         )
         hint = (
             "Raise the budget (max_moves / max_bytes)"
@@ -599,42 +439,8 @@ def plan(
         else:
             hint += ","
         raise InfeasibleError(
-            f"No valid plan found: after {shard.size} moves these hard constraints still fail: {detail}. "
-            f"{hint} pass allow_partial=True for the best partial plan.",
+            f"No valid plan found: after {result_plan.n_moves} moves these hard constraints "
+            f"still fail: {detail}. {hint} pass allow_partial=True for the best partial plan.",
             diagnosis=diagnosis,
         )
-    stats = dict(result.stats)
-    if "geo" in repair_info:
-        stats["latency"] = repair_info.pop("geo")
-    if repair_info:
-        stats["cp_sat_repair"] = repair_info
-    stats.update(
-        {
-            "seed": seed,
-            "time_s": round(time.perf_counter() - t0, 4),
-            "bound_s": round(t_bound, 4),
-            "balanced": do_balance,
-        }
-    )
-    return Plan(
-        state_sha256=state.sha256(),
-        shard=shard,
-        source=source,
-        target=target,
-        size_bytes=size,
-        cost=transfer_cost(state, before_nodes, shard, target),
-        reason=reason,
-        target_nodes=final,
-        lower_bound_bytes=bound,
-        before={
-            "imbalance": before_imb,
-            "violations": before_v.total,
-            "violation_counts": before_v.counts(),
-        },
-        after={
-            "imbalance": imbalance(state, final, after_load),
-            "violations": after_v.total,
-            "violation_counts": after_v.counts(),
-        },
-        stats=stats,
-    )
+    return result_plan

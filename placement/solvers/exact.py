@@ -1213,7 +1213,7 @@ def plan_exact(
     >>> p.after["violations"], p.stats["status"]
     (0, 'OPTIMAL')
     """
-    from placement.planner import _untangle, imbalance, lower_bound_bytes
+    from placement.diffing import _untangle, imbalance, lower_bound_bytes
 
     budget: dict[str, Any] = {
         "max_moves": max_moves,
