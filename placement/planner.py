@@ -146,7 +146,7 @@ def _improve_latency(
     """The latency phase within the budget the earlier phases left (counted on the safe
     side: every changed slot as a move). Returns (nodes, slots it changed, stats)."""
     from placement.latency import client_service
-    from placement.solvers.geo import improve_latency
+    from placement.solvers.geo import improve_latency, polish_exact
 
     before = state.placement.nodes
     # Plans should not lower the share of client demand served within the target (the
@@ -168,7 +168,12 @@ def _improve_latency(
         time_limit_s=max(time_left_s, 0.5),
         seed=seed,
     )
-    return out, out != nodes, stats.to_dict()
+    info = stats.to_dict()
+    if (out != nodes).any():
+        out, info["exact_polish"] = polish_exact(
+            state, nodes, out, max_moves=moves_left, max_bytes=bytes_left, seed=seed
+        )
+    return out, out != nodes, info
 
 
 #: Deterministic work units (about seconds of one core) for the CP-SAT repair step.

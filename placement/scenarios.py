@@ -258,7 +258,7 @@ def plan_geo(
     from placement.diffing import plan_from_target, slot_reasons
     from placement.errors import InvalidValueError
     from placement.latency import DEFAULT_SLO_SHARE, latency_levels
-    from placement.solvers.geo import improve_latency
+    from placement.solvers.geo import improve_latency, polish_exact
 
     t0 = time.perf_counter()
     levels = latency_levels(state.policy, target_ms=latency_target_ms)
@@ -305,6 +305,17 @@ def plan_geo(
         stats.pop(key, None)
     stats["repair_moves"] = repaired.n_moves
     stats["geo"] = geo.to_dict()
+    if (final != repaired.target_nodes).any():
+        final, stats["geo"]["exact_polish"] = polish_exact(
+            state,
+            repaired.target_nodes,
+            final,
+            target_ms=levels.target_ms,
+            slo_share=share,
+            max_moves=moves_left,
+            max_bytes=bytes_left,
+            seed=seed,
+        )
     return plan_from_target(
         state,
         final,
