@@ -61,6 +61,7 @@ end with a proof (OPTIMAL or INFEASIBLE) before the limit, or when ``determinist
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -1213,8 +1214,9 @@ def plan_exact(
     >>> p.after["violations"], p.stats["status"]
     (0, 'OPTIMAL')
     """
-    from placement.diffing import _untangle, imbalance, lower_bound_bytes
+    from placement.diffing import plan_from_target
 
+    t0 = time.perf_counter()
     budget: dict[str, Any] = {
         "max_moves": max_moves,
         "max_bytes": max_bytes,
@@ -1243,26 +1245,12 @@ def plan_exact(
             + diagnosis.summary(),
             diagnosis=diagnosis,
         )
-    c = state.cluster
     before = state.placement.nodes
     final = result.nodes
-    final.setflags(write=False)
-    changed_s, changed_j = np.nonzero(final != before)
-    shard = changed_s.astype(np.int64)
-    source = before[changed_s, changed_j].astype(np.int64)
-    target = final[changed_s, changed_j].astype(np.int64)
-    reason = _reasons(state, shard, source)
-    shard, source, target, reason = _untangle(shard, source, target, reason)
-    order = np.lexsort((shard, reason))
-    shard, source, target, reason = shard[order], source[order], target[order], reason[order]
-    size = state.shards.demand[shard, c.size_index]
-    before_load, after_load = node_load(state, before), node_load(state, final)
-    before_v = check(state, before, load=before_load)
-    after_v = check(state, final, load=after_load)
-    if after_v:  # pragma: no cover - the model encodes every rule check() tests
-        raise AssertionError(f"internal error: exact solution violates {after_v.counts()}")
-    bound = lower_bound_bytes(
-        state, final, violations=before_v, load=before_load, target_load=after_load
+    s_chg, j_chg = np.nonzero(final != before)
+    reasons = np.full(before.shape, -1, dtype=np.int8)
+    reasons[s_chg, j_chg] = _reasons(
+        state, s_chg.astype(np.int64), before[s_chg, j_chg].astype(np.int64)
     )
     stats: dict[str, Any] = dict(result.stats)
     stats.update(
@@ -1272,31 +1260,25 @@ def plan_exact(
             "bound": result.bound,
             "gap": result.gap,
             "stages": list(result.stages),
-            "time_s": round(result.time_s, 4),
-            "analytic_bound_bytes": bound,
         }
     )
-    return Plan(
-        state_sha256=state.sha256(),
-        shard=shard,
-        source=source,
-        target=target,
-        size_bytes=size,
-        cost=transfer_cost(state, before, shard, target),
-        reason=reason,
-        target_nodes=final,
-        lower_bound_bytes=max(bound, result.bound.get("bytes_moved", 0.0)),
-        before={
-            "imbalance": imbalance(state, before, before_load),
-            "violations": before_v.total,
-            "violation_counts": before_v.counts(),
-        },
-        after={
-            "imbalance": imbalance(state, final, after_load),
-            "violations": after_v.total,
-            "violation_counts": after_v.counts(),
-        },
-        stats=stats,
+    # The same diff, re-check and evidence as every plan; the bytes bound is the larger
+    # of the analytic one and what CP-SAT proved.
+    p = plan_from_target(
+        state,
+        final,
+        reasons,
+        stats,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        allow_partial=True,
+        t0=t0,
+    )
+    if p.after["violations"]:  # pragma: no cover - the model encodes every rule check() tests
+        raise AssertionError(f"internal error: exact solution violates {p.after}")
+    p.stats["analytic_bound_bytes"] = p.lower_bound_bytes
+    return dataclasses.replace(
+        p, lower_bound_bytes=max(p.lower_bound_bytes, result.bound.get("bytes_moved", 0.0))
     )
 
 
