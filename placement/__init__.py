@@ -30,6 +30,12 @@ from placement.latency import ClientService, client_service
 from placement.model import EMPTY, Cluster, NodeState, Placement, Policy, RegionGraph, Shards, State
 from placement.scenarios import plan_geo
 from placement.schedule import Schedule, schedule
+from placement.solvers.reassign import (
+    ReassignProblem,
+    ReassignResult,
+    evaluate_reassignment,
+    solve_reassignment,
+)
 from placement.validate import Approval, ValidationReport, approval, ensure_current, validate
 from placement.verify import VerifyReport, resume, verify
 
@@ -52,6 +58,8 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Policy",
+    "ReassignProblem",
+    "ReassignResult",
     "RegionGraph",
     "Report",
     "Schedule",
@@ -73,6 +81,7 @@ __all__ = [
     "dump_state",
     "ensure_current",
     "evaluate",
+    "evaluate_reassignment",
     "example_state",
     "is_valid",
     "load_state",
@@ -81,6 +90,7 @@ __all__ = [
     "plan_partial",
     "resume",
     "schedule",
+    "solve_reassignment",
     "state_from_document",
     "state_to_document",
     "synthetic_state",

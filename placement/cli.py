@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     from placement.cli_exec import register  # schedule, validate, verify, resume
 
     register(sub)
+    from placement.cli_roadef import register as register_roadef  # roadef
+
+    register_roadef(sub)
     from placement.cli_geo import register as register_geo  # geo, cost
 
     register_geo(sub)

@@ -1,0 +1,164 @@
+"""ROADEF/EURO 2012 machine reassignment: our cost per instance and time limit, with the gap.
+
+Run from the repository root::
+
+    python benchmarks/roadef_table.py                          # every instance, 60 s and 300 s
+    python benchmarks/roadef_table.py --time-limit 60 --instances a1_1 a1_2 b_1
+
+Each (instance, time limit) is a fresh run of :func:`placement.roadef.solve_roadef` from the
+original assignment at a fixed seed, re-checked by the exact evaluator. The table (Markdown,
+on stdout) gives the original cost, our cost per time limit, the best-known value, the gap
+to it in percent and feasibility, then the mean gap per set. Progress goes to stderr.
+
+The instances are read from ``$PLACEMENT_ROADEF_DIR``, else ``../shared/data/roadef2012``
+next to the repository (see its README); without them the script says so and exits 0.
+Runs are wall-clock limited, so results depend on the machine and its load: note the CPU
+and concurrent load with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from placement.io.roadef import read_roadef_assignment, read_roadef_model
+from placement.roadef import evaluate_roadef, solve_roadef
+
+#: Best value in the data README's sources (its section 5, last column), per instance.
+BEST_KNOWN = {
+    "a1_1": 44_306_501,
+    "a1_2": 777_532_896,
+    "a1_3": 583_005_717,
+    "a1_4": 247_433_844,
+    "a1_5": 727_578_309,
+    "a2_1": 167,
+    "a2_2": 720_671_548,
+    "a2_3": 1_190_713_414,
+    "a2_4": 1_680_609_218,
+    "a2_5": 309_714_522,
+    "b_1": 3_307_124_603,
+    "b_2": 1_015_517_386,
+    "b_3": 157_091_678,
+    "b_4": 4_677_817_475,
+    "b_5": 923_312_207,
+    "b_6": 9_525_888_445,
+    "b_7": 14_835_031_813,
+    "b_8": 1_214_470_739,
+    "b_9": 15_885_524_407,
+    "b_10": 18_048_493_393,
+}
+
+#: The challenge winner's (team S41) own 300 s results, from the same README.
+S41_300S = {
+    "a1_1": 44_306_501,
+    "a1_2": 777_912_030,
+    "a1_3": 583_006_422,
+    "a1_4": 262_125_116,
+    "a1_5": 727_578_310,
+    "a2_1": 329,
+    "a2_2": 746_097_632,
+    "a2_3": 1_210_644_572,
+    "a2_4": 1_680_615_349,
+    "a2_5": 318_358_949,
+    "b_1": 3_353_533_859,
+    "b_2": 1_015_569_276,
+    "b_3": 157_091_678,
+    "b_4": 4_677_962_661,
+    "b_5": 924_769_283,
+    "b_6": 9_525_888_445,
+    "b_7": 14_835_258_465,
+    "b_8": 1_214_470_739,
+    "b_9": 15_885_647_774,
+    "b_10": 18_048_493_393,
+}
+
+INSTANCES = list(BEST_KNOWN)
+
+
+def data_dir(override: str | None = None) -> Path:
+    """Where the instances are: the argument, ``$PLACEMENT_ROADEF_DIR`` or the default."""
+    if override:
+        return Path(override)
+    env = os.environ.get("PLACEMENT_ROADEF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "roadef2012"
+
+
+def gap_percent(cost: int, best: int) -> float:
+    return 100.0 * (cost - best) / best if best else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--time-limit", type=float, nargs="+", default=[60.0, 300.0])
+    parser.add_argument("--instances", nargs="+", default=INSTANCES, metavar="NAME")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None, help="instance directory (overrides the env)")
+    parser.add_argument("--no-lns", action="store_true", help="local search only")
+    args = parser.parse_args(argv)
+    root = data_dir(args.data)
+    if not root.is_dir():
+        print(
+            f"ROADEF 2012 instances not found at {root}; set PLACEMENT_ROADEF_DIR (or --data) "
+            "to the directory holding model_*.txt and assignment_*.txt. Nothing to do."
+        )
+        return 0
+    unknown = [n for n in args.instances if n not in BEST_KNOWN]
+    if unknown:
+        parser.error(f"unknown instance(s) {unknown}; known: {' '.join(INSTANCES)}")
+    limits = args.time_limit
+    print(
+        f"command: python benchmarks/roadef_table.py --time-limit "
+        f"{' '.join(f'{t:g}' for t in limits)} --instances {' '.join(args.instances)} "
+        f"--seed {args.seed}{' --no-lns' if args.no_lns else ''}"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
+    head = ["instance", "original"]
+    for t in limits:
+        head += [f"ours {t:g} s", f"gap {t:g} s"]
+    head += ["best known", "S41 300 s", "feasible"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    gaps: dict[tuple[str, float], list[float]] = {}
+    for name in args.instances:
+        model = root / f"model_{name}.txt"
+        assignment = root / f"assignment_{name}.txt"
+        if not model.exists() or not assignment.exists():
+            print(f"| {name} | skipped: model or assignment file missing in {root} |")
+            continue
+        inst = read_roadef_model(model)
+        original = read_roadef_assignment(assignment, inst)
+        orig_total = evaluate_roadef(inst, original, original).costs["total"]
+        row = [name, f"{orig_total:,}"]
+        feasible = True
+        for t in limits:
+            started = time.perf_counter()
+            res = solve_roadef(inst, original, time_limit_s=t, seed=args.seed, lns=not args.no_lns)
+            costs, violations = evaluate_roadef(inst, original, res.assignment)
+            feasible &= not violations
+            gap = gap_percent(costs["total"], BEST_KNOWN[name])
+            gaps.setdefault((name[0], t), []).append(gap)
+            row += [f"{costs['total']:,}", f"{gap:.2f}%"]
+            print(
+                f"{name} {t:g} s: {costs['total']:,} (gap {gap:.2f}%) in "
+                f"{time.perf_counter() - started:.1f} s, {res.stats['rounds']} rounds",
+                file=sys.stderr,
+                flush=True,
+            )
+        row += [f"{BEST_KNOWN[name]:,}", f"{S41_300S[name]:,}", "yes" if feasible else "NO"]
+        print("| " + " | ".join(row) + " |", flush=True)
+    print()
+    for (group, t), values in sorted(gaps.items()):
+        print(
+            f"set {group.upper()}, {t:g} s: mean gap {sum(values) / len(values):.2f}%, "
+            f"max {max(values):.2f}% over {len(values)} instance(s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
