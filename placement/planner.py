@@ -14,8 +14,15 @@ Objective composition (priorities, then weights):
 3. balance: lower the highest *pressure* (``max_r w_r util_r / mean_r``) toward
    ``1 + target_imbalance``, each move accepted only if it lowers the peak by at least
    ``min_gain`` of what its bytes could;
-4. bytes moved, then transfer cost: among equal-balance choices the least-pressured
-   target wins, and every move's cost is reported.
+4. latency, when the policy sets ``latency_target_ms``: replicas move toward their
+   clients within what the budget left, never above the peak reached (and balance moves
+   never serve clients worse);
+5. bytes moved, then transfer cost: targets in regions that already hold a live
+   replica are preferred (a copy from there is free), and every move's cost is reported.
+
+When the fast engine leaves violations that counting arguments do not prove
+unavoidable, a CP-SAT neighbourhood is re-placed (small tight clusters, where single
+moves get stuck). ``method="exact"`` solves the whole problem with CP-SAT.
 
 Examples
 --------

@@ -1,4 +1,4 @@
-"""The fast engine: prioritized repair, then best-improvement balancing.
+"""The fast engine: prioritized repair, then balancing, in bulk first and then one move at a time.
 
 Private kernel: :func:`placement.planner.plan` validates the inputs and re-checks the
 result; this module trusts its arguments.
@@ -11,14 +11,24 @@ Nodes are kept in one lazy min-heap per failure domain (at the spread level), ke
 ``argmin`` over the few domain tops that the shard may use (allowed region, spread, min
 regions), followed by a capacity check; it costs microseconds, not a scan of every node.
 
-1. **Repair**: every replica that must move (failed or draining node, missing, outside its
-   residency, above the spread limit, too few regions, node above headroom) is queued
-   with its shard's live-replica count, and the shards with the fewest live replicas are
-   served first. Each goes to the least-pressured feasible node.
-2. **Balance**: while the hottest active node's pressure is above ``1 + target`` and the
-   budget lasts, move one of its replicas (the largest that does not overshoot the goal)
-   to the least-pressured feasible node, if that lowers the pair's peak by at least
-   ``min_gain`` of what the bytes could achieve (no churn for nothing).
+The phases (``solve_greedy``; docs/engine.md has the measurements):
+
+1. **Bulk repair** (:func:`placement.solvers.bulk.place`): replicas on failed and
+   draining nodes, missing ones and those outside their residency, fewest live replicas
+   first, placed in vectorized rounds up to a common water level; copies stay in a
+   region that already holds a live replica when it has room (no transfer cost).
+2. **Repair**, one replica at a time, for what the bulk rounds left and for spread,
+   min-regions and capacity violations: each goes to the least-pressured feasible node.
+3. **Bulk balance**: every node above ``1 + target`` sheds its excess with the fewest
+   bytes (:func:`placement.solvers.bulk.shed`), placed below the goal; then batched
+   water-filling steps from the top.
+4. **Balance**, one move at a time: while the hottest node is above the goal and the
+   budget lasts, move one of its replicas (the largest that does not overshoot the
+   water level) to the least-pressured feasible node, if that lowers the pair's peak by
+   at least ``min_gain`` of what its bytes could (no churn for nothing). When the policy
+   sets a latency target, balance moves only go where the shard's clients stay as well
+   served (:func:`placement.latency.regions_keeping_service`).
+5. **Prune**: undo balance moves the final peak does not need.
 """
 
 from __future__ import annotations
