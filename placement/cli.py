@@ -205,12 +205,27 @@ def _plan(args: argparse.Namespace) -> int:
     after = result.after["imbalance"]
     print(
         f"{result.n_moves} moves, {result.bytes_moved / 1e9:,.1f} GB "
-        f"(lower bound {result.lower_bound_bytes / 1e9:,.1f} GB, ratio {'n/a' if ratio is None else f'{ratio:.3f}'}); "
+        f"(lower bound {result.lower_bound_bytes / 1e9:,.1f} GB, ratio {'n/a' if ratio is None else f'{ratio:.3f}'}, "
+        f"gap {'n/a' if result.gap is None else f'{result.gap:.1%}'}); "
         f"violations {result.before['violations']} -> {result.after['violations']}; "
         + ", ".join(f"{r} imbalance {_fmt(before[r])} -> {_fmt(after[r])}" for r in before)
+        + _latency_line(result)
         + f"; wrote {args.output}"
     )
     return EXIT_OK if result.after["violations"] == 0 else EXIT_CHECK_FAILED
+
+
+def _latency_line(result: object) -> str:
+    """'; within 50 ms 74.6% -> 85.1%' when the plan ran the latency phase, else ''."""
+    before = result.before.get("latency") or {}  # type: ignore[attr-defined]
+    after = result.after.get("latency") or {}  # type: ignore[attr-defined]
+    if "latency" not in result.stats or after.get("compliance") is None:  # type: ignore[attr-defined]
+        return ""
+    target = after.get("latency_target_ms")
+    return (
+        f"; within {target:g} ms {_fmt(before.get('compliance'))} -> "
+        f"{_fmt(after.get('compliance'))}"
+    )
 
 
 def _fmt(x: object) -> str:

@@ -97,3 +97,20 @@ def test_state_hash_survives_the_json_round_trip(tmp_path: Path, n_nodes: int, n
     path = tmp_path / "s.json"
     dump_state(state, path)
     assert load_state(path).sha256() == state.sha256()
+
+
+def test_plan_line_reports_gap_and_latency_when_the_policy_has_a_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    state = placement.synthetic_state(40, 1000, seed=2)
+    state = dataclasses.replace(
+        state, policy=dataclasses.replace(state.policy, latency_target_ms=50.0)
+    )
+    path = tmp_path / "s.json"
+    dump_state(state, path)
+    code = main(["plan", str(path), "-o", str(tmp_path / "p.json"), "--quiet"])
+    assert code == 0
+    line = capsys.readouterr().out
+    assert "gap " in line and "within 50 ms " in line
