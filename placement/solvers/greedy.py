@@ -650,16 +650,27 @@ class _Engine:
             rows, cols = rows[order], cols[order]
             tried = np.zeros(rows.size, dtype=bool)
             while (self.load[n] > self.limit[n] * (1 + 1e-9)).any() and not tried.all():
-                # Smallest replica that clears the size excess on its own, else the largest left.
+                # The fewer bytes of: the smallest replica that clears the excess on its
+                # own, or the smallest replicas that clear it together (then move the
+                # smallest of those and look again). Else the largest left.
                 gap = self.load[n] - self.limit[n]
-                clears = ((self.demand[rows] >= gap[None, :]) | (gap[None, :] <= 0)).all(
+                left = np.flatnonzero(~tried)
+                clears = ((self.demand[rows[left]] >= gap[None, :]) | (gap[None, :] <= 0)).all(
                     axis=1
-                ) & ~tried
-                k = (
-                    int(np.flatnonzero(clears)[0])
-                    if clears.any()
-                    else int(np.flatnonzero(~tried)[-1])
                 )
+                together = (np.cumsum(self.demand[rows[left]], axis=0) >= gap[None, :]).all(axis=1)
+                single = float(self.size[rows[left[np.argmax(clears)]]]) if clears.any() else np.inf
+                pooled = (
+                    float(self.size[rows[left[: int(np.argmax(together)) + 1]]].sum())
+                    if together.any()
+                    else np.inf
+                )
+                if pooled < single:
+                    k = int(left[0])
+                elif clears.any():
+                    k = int(left[np.argmax(clears)])
+                else:
+                    k = int(left[-1])
                 tried[k] = True
                 s, j = int(rows[k]), int(cols[k])
                 if not self._budget_ok(s, n):

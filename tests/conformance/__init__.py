@@ -252,8 +252,7 @@ INSTANCES: list[Instance] = [
         REPAIR_ONLY,
         (0, 6.0),
         "a is 5 over its limit; moving the two 3s (6 bytes) beats the smallest single "
-        "replica that clears it (10).",
-        greedy_bytes=10.0,
+        "replica that clears it (10). (The engine moved 10 until it compared both.)",
     ),
     Instance(
         "spread-fix",
