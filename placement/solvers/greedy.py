@@ -650,9 +650,9 @@ class _Engine:
             rows, cols = rows[order], cols[order]
             tried = np.zeros(rows.size, dtype=bool)
             while (self.load[n] > self.limit[n] * (1 + 1e-9)).any() and not tried.all():
-                # The fewer bytes of: the smallest replica that clears the excess on its
-                # own, or the smallest replicas that clear it together (then move the
-                # smallest of those and look again). Else the largest left.
+                # Once one replica can clear the excess: the fewer bytes of that replica
+                # or the smallest replicas that clear it together (then move the smallest
+                # of those and look again). Before that: the largest left (fewer moves).
                 gap = self.load[n] - self.limit[n]
                 left = np.flatnonzero(~tried)
                 clears = ((self.demand[rows[left]] >= gap[None, :]) | (gap[None, :] <= 0)).all(
@@ -665,7 +665,7 @@ class _Engine:
                     if together.any()
                     else np.inf
                 )
-                if pooled < single:
+                if pooled < single < np.inf:  # (no single clears: largest first, fewer moves)
                     k = int(left[0])
                 elif clears.any():
                     k = int(left[np.argmax(clears)])
