@@ -239,3 +239,13 @@ def test_gap_is_zero_when_the_bound_is_met_and_consistent_with_the_ratio(small):
     q = plan(small)
     assert q.gap == pytest.approx(1 - 1 / q.bound_ratio)
     assert q.summary()["gap"] == q.gap
+
+
+def test_a_tight_move_budget_is_spent_on_moves_the_plan_keeps():
+    """Regression: balancing spent max_moves on moves that pruning then undid (6 moves
+    made, 2 kept); the freed budget now goes back to the hottest nodes."""
+    state = placement.synthetic_state(30, 300, seed=4)
+    p = plan(state, max_moves=6)
+    assert p.n_moves == 6
+    worst = max(p.after["imbalance"].values())
+    assert worst < max(p.before["imbalance"].values())

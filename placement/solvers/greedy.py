@@ -886,6 +886,16 @@ def solve_greedy(
         engine.bulk_balance(target_imbalance)
     stop = engine.balance(target_imbalance, min_gain) if balance else "balance disabled"
     pruned = engine.prune() if balance else 0
+    for _ in range(3):
+        # Pruning gave back budget that balancing had spent on moves the final peak did
+        # not need: spend it again, on the hottest nodes.
+        if not (balance and stop == "budget" and pruned and engine.moves_left > 0):
+            break
+        stop = engine.balance(target_imbalance, min_gain)
+        more = engine.prune()
+        pruned += more
+        if not more:
+            break
     t2 = time.perf_counter()
     out = engine.out
     out.stats = {
