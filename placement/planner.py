@@ -37,7 +37,6 @@ True
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,6 +49,7 @@ from placement.errors import InfeasibleError, InvalidValueError, PlacementError
 from placement.model import State
 from placement.plan import REASONS, Plan
 from placement.solvers.greedy import Budget, solve_greedy
+from placement.solvers.options import check_options
 
 __all__ = ["imbalance", "lower_bound_bytes", "plan"]
 
@@ -284,23 +284,19 @@ def plan(
         Its ``diagnosis`` names the conflicting constraints and a fix, when found.
     """
     t0 = time.perf_counter()
-    for name, value in (
-        ("max_moves", max_moves),
-        ("max_moves_per_node", max_moves_per_node),
-        ("max_moves_per_group", max_moves_per_group),
-    ):
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
-            raise InvalidValueError(f"{name} must be a whole number >= 0, got {value!r}.")
-    if max_bytes is not None and not (isinstance(max_bytes, (int, float)) and max_bytes >= 0):
-        raise InvalidValueError(f"max_bytes must be a number >= 0, got {max_bytes!r}.")
-    if not (isinstance(target_imbalance, (int, float)) and target_imbalance >= 0):
-        raise InvalidValueError(f"target_imbalance must be >= 0, got {target_imbalance!r}.")
+    w = check_options(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        max_moves_per_node=max_moves_per_node,
+        max_moves_per_group=max_moves_per_group,
+        target_imbalance=target_imbalance,
+        trigger_imbalance=trigger_imbalance,
+        time_limit_s=time_limit_s,
+        weights=weights,
+    )
     if not 0 < min_gain <= 1:
         raise InvalidValueError(f"min_gain must be in (0, 1], got {min_gain!r}.")
-    if not (
-        isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)
-    ):
-        raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
     if method not in ("fast", "exact"):
         raise InvalidValueError(f"method must be 'fast' or 'exact', got {method!r}.")
     if method == "exact":
@@ -324,12 +320,6 @@ def plan(
             time_limit_s=time_limit_s,
             seed=seed,
         )
-    c = state.cluster
-    w = np.ones(c.n_resources)
-    for name, weight in (weights or {}).items():
-        if not (isinstance(weight, (int, float)) and weight >= 0):
-            raise InvalidValueError(f"weights[{name!r}] must be a number >= 0, got {weight!r}.")
-        w[c.resource_index(name)] = weight
 
     before_nodes = state.placement.nodes
     before_load = node_load(state, before_nodes)

@@ -50,6 +50,7 @@ import numpy as np
 from placement.constraints import check, node_load
 from placement.errors import InvalidValueError
 from placement.model import State
+from placement.solvers.options import check_options
 
 __all__ = [
     "BaselineResult",
@@ -85,30 +86,6 @@ class BaselineResult:
 
 
 # -- shared helpers ------------------------------------------------------------------------
-
-
-def _validate(
-    max_moves: int | None,
-    max_bytes: float | None,
-    target_imbalance: float,
-    trigger_imbalance: float | None,
-    time_limit_s: float,
-) -> None:
-    """The parameter checks of :func:`placement.planner.plan`, with its messages."""
-    if max_moves is not None and (not isinstance(max_moves, (int, np.integer)) or max_moves < 0):
-        raise InvalidValueError(f"max_moves must be a whole number >= 0, got {max_moves!r}.")
-    if max_bytes is not None and not (isinstance(max_bytes, (int, float)) and max_bytes >= 0):
-        raise InvalidValueError(f"max_bytes must be a number >= 0, got {max_bytes!r}.")
-    if not (isinstance(target_imbalance, (int, float)) and target_imbalance >= 0):
-        raise InvalidValueError(f"target_imbalance must be >= 0, got {target_imbalance!r}.")
-    if trigger_imbalance is not None and not (
-        isinstance(trigger_imbalance, (int, float)) and trigger_imbalance >= 0
-    ):
-        raise InvalidValueError(f"trigger_imbalance must be >= 0, got {trigger_imbalance!r}.")
-    if not (
-        isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)
-    ):
-        raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
 
 
 def _final_mean(state: State) -> np.ndarray:
@@ -316,7 +293,14 @@ def naive_cpsat(
     >>> naive_cpsat(st, max_variables=100).status
     'MODEL_TOO_LARGE'
     """
-    _validate(max_moves, max_bytes, target_imbalance, trigger_imbalance, time_limit_s)
+    check_options(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        target_imbalance=target_imbalance,
+        trigger_imbalance=trigger_imbalance,
+        time_limit_s=time_limit_s,
+    )
     if not isinstance(num_workers, int) or num_workers < 1:
         raise InvalidValueError(f"num_workers must be a whole number >= 1, got {num_workers!r}.")
     t0 = time.perf_counter()
@@ -889,7 +873,14 @@ def one_move_greedy(
     >>> res.status, placement.check(st, res.nodes).total
     ('target-reached', 0)
     """
-    _validate(max_moves, max_bytes, target_imbalance, trigger_imbalance, time_limit_s)
+    check_options(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        target_imbalance=target_imbalance,
+        trigger_imbalance=trigger_imbalance,
+        time_limit_s=time_limit_s,
+    )
     t0 = time.perf_counter()
     goal = _balance_goal(state, target_imbalance, trigger_imbalance)
     eng = _OneMove(state, max_moves, max_bytes, t0 + float(time_limit_s))
@@ -1006,7 +997,14 @@ def rendezvous_remap(
     >>> bool((a.nodes == b.nodes).all())
     True
     """
-    _validate(max_moves, max_bytes, target_imbalance, trigger_imbalance, time_limit_s)
+    check_options(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        target_imbalance=target_imbalance,
+        trigger_imbalance=trigger_imbalance,
+        time_limit_s=time_limit_s,
+    )
     t0 = time.perf_counter()
     c, s = state.cluster, state.shards
     n_shards, n_nodes = s.n_shards, c.n_nodes

@@ -75,6 +75,7 @@ from placement.constraints import check, node_load
 from placement.errors import InfeasibleError, InvalidValueError
 from placement.model import EMPTY, NodeState, State
 from placement.plan import REASONS, Plan, transfer_cost
+from placement.solvers.options import check_options
 
 __all__ = [
     "PRESSURE_STEPS",
@@ -913,32 +914,18 @@ def _validate(
     time_limit_s: float,
     workers: int,
 ) -> np.ndarray:
-    for name, value in (
-        ("max_moves", max_moves),
-        ("max_moves_per_node", max_moves_per_node),
-        ("max_moves_per_group", max_moves_per_group),
-    ):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
-        ):
-            raise InvalidValueError(f"{name} must be a whole number >= 0, got {value!r}.")
-    if max_bytes is not None and not (
-        isinstance(max_bytes, (int, float)) and not isinstance(max_bytes, bool) and max_bytes >= 0
-    ):
-        raise InvalidValueError(f"max_bytes must be a number >= 0, got {max_bytes!r}.")
-    if not (isinstance(target_imbalance, (int, float)) and target_imbalance >= 0):
-        raise InvalidValueError(f"target_imbalance must be >= 0, got {target_imbalance!r}.")
-    if not (
-        isinstance(time_limit_s, (int, float)) and time_limit_s > 0 and math.isfinite(time_limit_s)
-    ):
-        raise InvalidValueError(f"time_limit_s must be a positive number, got {time_limit_s!r}.")
+    w = check_options(
+        state,
+        max_moves=max_moves,
+        max_bytes=max_bytes,
+        max_moves_per_node=max_moves_per_node,
+        max_moves_per_group=max_moves_per_group,
+        target_imbalance=target_imbalance,
+        time_limit_s=time_limit_s,
+        weights=weights,
+    )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidValueError(f"workers must be a whole number >= 1, got {workers!r}.")
-    w = np.ones(state.cluster.n_resources)
-    for name, weight in (weights or {}).items():
-        if not (isinstance(weight, (int, float)) and weight >= 0):
-            raise InvalidValueError(f"weights[{name!r}] must be a number >= 0, got {weight!r}.")
-        w[state.cluster.resource_index(name)] = weight
     return w
 
 
