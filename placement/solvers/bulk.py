@@ -34,6 +34,8 @@ from typing import Protocol
 
 import numpy as np
 
+from placement._arrays import stable_order
+
 __all__ = ["place", "shed", "level_caps"]
 
 
@@ -365,7 +367,8 @@ def shed(
             left = ~take & (amount >= rest[nd]) & (rest[nd] > 0)
             li = np.flatnonzero(left)
             if li.size:
-                li = li[np.lexsort((amount[li], nd[li]))]
+                li = li[np.argsort(amount[li])]
+                li = li[stable_order(nd[li], need.shape[0])]  # by node, then amount
                 _, firsts = np.unique(nd[li], return_index=True)
                 take[li[firsts]] = True
         else:
@@ -381,7 +384,8 @@ def shed(
     # surplus over its need can spare.
     need0 = np.maximum(e.load - caps, 0.0)
     idx = np.flatnonzero(chosen)
-    idx = idx[np.lexsort((size[idx], node[idx]))]
+    idx = idx[np.argsort(size[idx])]
+    idx = idx[stable_order(node[idx], need0.shape[0])]  # by node, then size
     nd = node[idx]
     removed = np.zeros_like(need0)
     for rr in range(need0.shape[1]):
