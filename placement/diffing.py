@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from placement.balance_lp import knapsack_bytes
 from placement.constraints import Violations, check, node_load
 from placement.errors import InfeasibleError
 from placement.latency import client_service
@@ -116,40 +117,11 @@ def lower_bound_bytes(
         mine = excess[where] > 0  # only nodes with an excess need the knapsack
         per_node = np.maximum(
             per_node,
-            _knapsack_bytes(
+            knapsack_bytes(
                 where[mine], s.demand[rows[mine], j], size[rows[mine]], excess, c.n_nodes
             ),
         )
     return created + drained + float(np.where(act, per_node, 0.0).sum())
-
-
-def _knapsack_bytes(
-    node: np.ndarray, amount: np.ndarray, size: np.ndarray, need: np.ndarray, n_nodes: int
-) -> np.ndarray:
-    """Per node, the fewest bytes whose removal frees *need* of a resource (fractional)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(size > 0, amount / size, np.inf)
-    order = np.lexsort((-ratio, node))
-    node, amount, size, ratio = node[order], amount[order], size[order], ratio[order]
-    cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
-    cum_bytes = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(ratio), size, 0.0))])
-    start = np.searchsorted(node, np.arange(n_nodes))
-    end = np.searchsorted(node, np.arange(n_nodes), side="right")
-    goal = cum_amount[start] + need
-    # First replica (in ratio order) at which the cumulative amount reaches the goal.
-    k = np.searchsorted(cum_amount, goal, side="left") - 1
-    k = np.clip(k, start, np.maximum(end - 1, start))
-    out = np.zeros(n_nodes)
-    has = (need > 0) & (end > start)
-    kk = k[has]
-    partial = (goal[has] - cum_amount[kk]) / ratio[np.minimum(kk, len(ratio) - 1)]
-    partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
-    out[has] = (
-        cum_bytes[kk]
-        - cum_bytes[start[has]]
-        + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
-    )
-    return out
 
 
 def _untangle(
@@ -174,8 +146,16 @@ def _untangle(
     base = shard * (n_nodes + 1)
     src_key = base + source + 1
     tgt_key = base + target + 1
-    removed = (source < 0) | ~np.isin(src_key, tgt_key)
-    added = ~np.isin(tgt_key, src_key)
+    # Only shards with several changed slots can tangle (most have one: skip them).
+    same = shard[1:] == shard[:-1]
+    multi = np.zeros(shard.size, dtype=bool)
+    multi[1:] |= same
+    multi[:-1] |= same
+    removed = np.ones(shard.size, dtype=bool)
+    added = np.ones(shard.size, dtype=bool)
+    if multi.any():
+        removed[multi] = (source[multi] < 0) | ~np.isin(src_key[multi], tgt_key[multi])
+        added[multi] = ~np.isin(tgt_key[multi], src_key[multi])
     if removed.all() and added.all():
         return shard, source, target, reason
     # Both selections keep the shard order, and every shard has as many of one as of
