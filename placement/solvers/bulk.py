@@ -117,6 +117,10 @@ def place(
     rng: np.random.Generator,
     home_rounds: int = 0,
     region_ok: np.ndarray | None = None,
+    kind: np.ndarray | None = None,
+    quota: np.ndarray | None = None,
+    quota_rounds: int = 1 << 30,
+    settle_within: np.ndarray | None = None,
 ) -> np.ndarray:
     """Choose a target node for each (shard, slot) item; -1 where none was found.
 
@@ -124,9 +128,16 @@ def place(
     levels of the successive rounds (``inf`` fills up to headroom). In the first
     *home_rounds* rounds an item may only land in a region that already holds a live
     replica of its shard (no transfer cost across regions). *region_ok* (K, regions)
-    restricts each item's regions throughout (e.g. to keep its clients served). Spread and regions are
-    judged on the placement after the move (the item's own slot excluded). Reads the
-    engine only: the caller applies the returned targets.
+    restricts each item's regions throughout (e.g. to keep its clients served). Spread
+    and regions are judged on the placement after the move (the item's own slot
+    excluded). Reads the engine only: the caller applies the returned targets.
+
+    *kind* (K,) and *quota* (N, kinds) follow a plan of flows (the balance LP's): in the
+    first *quota_rounds* rounds an item of kind ``t`` lands only on nodes with quota for
+    ``t`` left, in proportion to it, and uses the quota up by its bytes; later rounds
+    place the rest by room alone. Items that find no home stay, and landings are
+    cancelled where that overfills a node beyond *settle_within* (N, R) (default: the
+    highest level's caps; a node may always return to its load before the batch).
     """
     k_items = shard.size
     target = np.full(k_items, -1, dtype=np.int64)
@@ -147,6 +158,8 @@ def place(
         live[live] = e.alive[rows[live]]
         rr, cc = np.nonzero(live)
         home_all[rr, e.region[rows[rr, cc]]] = True
+    use_quota = quota is not None and kind is not None
+    quota_left = np.array(quota, dtype=float) if quota is not None else np.zeros((0, 0))
     pending = np.arange(k_items)
     for round_no, level in enumerate(levels):
         if pending.size == 0:
@@ -183,10 +196,14 @@ def place(
             bits = ok_region.astype(np.int64) @ (
                 np.int64(1) << np.arange(n_regions, dtype=np.int64)
             )
-            code = e.res_class[s_now].astype(np.int64) * (np.int64(1) << n_regions) + bits
+            by_kind = use_quota and kind is not None and round_no < quota_rounds
+            cls = kind[now] if by_kind and kind is not None else e.res_class[s_now]
+            code = cls.astype(np.int64) * (np.int64(1) << n_regions) + bits
             _, first_of, inverse = np.unique(code, return_index=True, return_inverse=True)
         else:
-            key = np.concatenate([e.res_class[s_now][:, None].astype(np.int64), ok_region], axis=1)
+            by_kind = use_quota and kind is not None and round_no < quota_rounds
+            cls = kind[now] if by_kind and kind is not None else e.res_class[s_now]
+            key = np.concatenate([cls[:, None].astype(np.int64), ok_region], axis=1)
             _, first_of, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         eligible = [
@@ -197,7 +214,12 @@ def place(
         for g in np.argsort([int(m.sum()) for m in eligible], kind="stable").tolist():
             members = np.flatnonzero(inverse == g)
             room_vec = (caps - load) / e.unit[None, :]
-            cand = np.flatnonzero(eligible[g] & (room_vec > 0).all(axis=1))
+            open_ = eligible[g] & (room_vec > 0).all(axis=1)
+            t_kind = -1
+            if by_kind and kind is not None:
+                t_kind = int(kind[now[members[0]]])
+                open_ &= quota_left[:, t_kind] > 0
+            cand = np.flatnonzero(open_)
             if cand.size == 0:
                 continue
             # Several resources: lay out nodes and replicas both in order of their resource
@@ -218,6 +240,10 @@ def place(
                 sizes = np.where(mix[None, :] > 0, item_vec[members] / mix[None, :], 0.0).max(
                     axis=1
                 )
+            if t_kind >= 0:
+                # The quota caps a node's interval (bytes -> the group's length units).
+                per_unit = float(e.size[s_now[members]].sum()) / max(float(sizes.sum()), 1e-300)
+                node_len = np.minimum(node_len, quota_left[cand, t_kind] / max(per_unit, 1e-300))
             cum = np.cumsum(node_len)
             total = float(cum[-1])
             # A batch smaller than the room is stretched over all of it (spread out).
@@ -249,6 +275,8 @@ def place(
             accepted[sel] = True
             target[now[sel]] = t_sel
             np.add.at(load, t_sel, e.demand[s_now[sel]])
+            if t_kind >= 0:
+                np.subtract.at(quota_left[:, t_kind], t_sel, e.size[s_now[sel]])
         acc = now[accepted]
         work[shard[acc], slot[acc]] = target[acc]
         pending = np.sort(np.concatenate([now[~accepted], later]))
@@ -258,7 +286,11 @@ def place(
     # such nodes (their items stay too) until every node fits.
     stay = (target < 0) & has
     np.add.at(load, source[stay], e.demand[shard[stay]])
-    limit = level_caps(e, np.max(np.broadcast_arrays(*levels), axis=0))
+    limit = (
+        level_caps(e, np.max(np.broadcast_arrays(*levels), axis=0))
+        if settle_within is None
+        else settle_within
+    )
     for _ in range(64):
         over = (load > np.maximum(limit, e.load) * (1 + 1e-12)).any(axis=1)
         cancel = np.flatnonzero((target >= 0) & over[np.maximum(target, 0)])
