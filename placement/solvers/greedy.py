@@ -170,6 +170,8 @@ class _Engine:
         self._before_check: Violations | None = None
         #: Seconds spent solving the balance LP of the trade round (0: no trade round).
         self.trade_lp_s = 0.0
+        #: Share of the LP's sent bytes that are trades (0: no trade round was tried).
+        self.trade_share = 0.0
         self.active_count = int(self.active.sum())
 
     # -- heaps -------------------------------------------------------------------------
@@ -497,6 +499,15 @@ class _Engine:
             return
         self.trade_lp_s = lp.seconds
         kind_of, send = lp.kind, lp.send_bytes  # send: (types, N) bytes
+        # Only when the LP trades: nodes under the goal that give, or nodes that both
+        # give and take. Otherwise plain shedding reaches the goal with fewer bytes
+        # (20 nodes x 2,000 shards, 10% goal: 4,566 GB without the round, 4,783 with).
+        sent, taken = send.sum(axis=0), lp.take_bytes.sum(axis=0)
+        hot = (self.load > bulk.level_caps(self, goal) * (1 + 1e-9)).any(axis=1)
+        traded = float(sent[~hot].sum() + np.minimum(sent, taken).sum())
+        self.trade_share = traded / max(float(sent.sum()), 1e-300)
+        if self.trade_share < 0.05:
+            return
         senders = np.flatnonzero((send > 0).any(axis=0) & self.alive)
         rows, cols = self._replicas_on(senders)
         keep = ~self.pinned[rows, cols]
@@ -792,7 +803,7 @@ class _Engine:
             # Water-filling: bring the peak down to the next-hottest node, not far below it,
             # so that no node gives more than its excess over the final peak.
             second = self._second_hottest(hot_heap, stuck)
-            moved = self._balance_node(n, p_hot, max(goal, second), min_gain)
+            moved = self._balance_node(n, p_hot, max(goal, second), min_gain, goal)
             if not moved:
                 # Try the next-hottest nodes for a while: as they come down, this one's
                 # water level drops and bigger replicas may leave it. Moves that end up
@@ -878,7 +889,9 @@ class _Engine:
                     best = max(best, -neg)
         return best
 
-    def _balance_node(self, n: int, p_hot: float, goal: float, min_gain: float) -> bool:
+    def _balance_node(
+        self, n: int, p_hot: float, goal: float, min_gain: float, final: float
+    ) -> bool:
         rows, cols = self._slots_on(n)
         keep = ~self.pinned[rows, cols]
         rows, cols = rows[keep], cols[keep]
@@ -895,7 +908,12 @@ class _Engine:
         want = p_hot - goal
         # Prefer the largest replica whose drop does not overshoot the goal, then smaller ones.
         fits = drop <= want * 1.0001
-        order = np.lexsort((-drop, ~fits))  # fitting first, each group by drop descending
+        # Fitting first, largest drop first; then the ones that overshoot the water
+        # level, those whose drop is closest to the node's whole excess over the final
+        # goal first. (Largest first moved a 200 GB replica off a node that needed
+        # 118 GB gone: 10% more bytes than the optimum at 20 nodes x 2,000 shards;
+        # smallest first made tier L take 50,000 tiny steps.)
+        order = np.lexsort((np.where(fits, -drop, np.abs(drop - (p_hot - final))), ~fits))
         # Try the best few, then geometrically smaller ones: a big replica may not fit any
         # cooler node while a smaller one does.
         picks = sorted({i for i in self.pick_ranks if i < order.size})
@@ -979,5 +997,6 @@ def solve_greedy(
         "unplaced_shards": len(set(engine.unplaced)),
         "pruned_moves": pruned,
         "trade_lp_s": round(engine.trade_lp_s, 4),
+        "trade_share": round(engine.trade_share, 4),
     }
     return out
