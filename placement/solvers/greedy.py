@@ -538,7 +538,12 @@ class _Engine:
             region_ok=self._service_regions(shard, slot),
             kind=kind_of[shard],
             quota=lp.take_bytes.T,
-            quota_rounds=4,
+            # Eight rounds by the LP's quotas, the first four only into regions that
+            # hold a live replica (the LP does not see transfer cost: without home
+            # rounds the trades cost 13-33x the transfer cost of the plan without
+            # them at tiers S and M; with them 4-5x, for the same balance and bytes).
+            quota_rounds=8,
+            home_rounds=4,
             settle_within=self.limit,
         )
         self._apply_bulk(shard, slot, target, "balance")
