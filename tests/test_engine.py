@@ -199,8 +199,13 @@ def test_random_clusters_bulk_paths_valid_within_budget_and_deterministic(
     if max_bytes is not None:
         assert p.bytes_moved <= max_bytes * (1 + 1e-9)
     assert p.bytes_moved >= p.lower_bound_bytes * (1 - 1e-9)
-    worst_before = max(v for v in p.before["imbalance"].values() if v is not None)
-    worst_after = max(v for v in p.after["imbalance"].values() if v is not None)
+    # (A resource of weight 0 is ignored by balancing, capped by headroom only: its
+    # imbalance may rise, e.g. iops 35.27% -> 35.46% at seed 5 with disk alone weighted.)
+    weighted = ["disk_bytes"] if disk_only else list(p.before["imbalance"])
+    worst_before = max(
+        v for k, v in p.before["imbalance"].items() if k in weighted and v is not None
+    )
+    worst_after = max(v for k, v in p.after["imbalance"].items() if k in weighted and v is not None)
     if n_failed == n_drain == 0:  # balancing alone never makes the peak worse
         assert worst_after <= worst_before + 1e-9
     again = plan(state, **options)

@@ -451,7 +451,7 @@ class _Engine:
             goal = self._budget_level(goal, 0.95 * self.bytes_left)
         # All weighted resources at once. (Balancing one resource at a time, the others
         # held below their peaks, was tried and reached no lower peak: with two resources
-        # every node ends at the level in one of them and only swaps could go further.)
+        # every node ends at the level in one of them and only trades go further.)
         n_res = self.scale.shape[1]
         balanced = int((self.scale > 0).any(axis=0).sum())
         if (
@@ -459,6 +459,7 @@ class _Engine:
             and self.budget.max_moves is None
             and self.budget.max_bytes is None
             and self.active_count <= EXACT_GROUPS_UP_TO
+            and not self._should_stop("balance", 0, None)
         ):
             # Several balanced resources and no budget to ration: trade first (a budget
             # buys more peak per byte without trades). Only where the LP has one group
@@ -490,7 +491,7 @@ class _Engine:
         should give and take; here each node gives the largest replicas of each type up
         to its quota, and :func:`bulk.place` lands them on the nodes with quota for their
         type. What finds no home stays, and may leave its node above the goal (not above
-        headroom) for the balance steps that follow.
+        the peak before the round) for the balance steps that follow.
         """
         lp = solve_balance_lp(self.state, bulk.level_caps(self, goal), nodes=self.nodes, flows=True)
         if lp.status != "optimal" or lp.kind is None or lp.send_bytes is None:
@@ -544,7 +545,9 @@ class _Engine:
             # them at tiers S and M; with them 4-5x, for the same balance and bytes).
             quota_rounds=8,
             home_rounds=4,
-            settle_within=self.limit,
+            # Unplaced items stay on their nodes; that may leave a node above the goal
+            # but never above today's peak (landings that would are cancelled).
+            settle_within=bulk.level_caps(self, float(self.pressure[self.active].max())),
         )
         self._apply_bulk(shard, slot, target, "balance")
 
