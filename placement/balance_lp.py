@@ -59,7 +59,7 @@ from placement._arrays import stable_order
 from placement.constraints import Violations, check, node_load
 from placement.model import State
 
-__all__ = ["BalanceLP", "fair_loads", "knapsack_bytes", "solve_balance_lp"]
+__all__ = ["BalanceLP", "KnapsackCurves", "fair_loads", "knapsack_bytes", "solve_balance_lp"]
 
 #: Up to this many active nodes, every node is its own group (the LP stays under ~0.3 s).
 EXACT_GROUPS_UP_TO = 1500
@@ -124,32 +124,53 @@ def knapsack_bytes(
     *node*, *amount* and *size* describe the replicas (their node, their amount of the
     resource, their bytes); replicas are removed in decreasing amount per byte.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(size > 0, amount / size, np.inf)
-    # By node, then by decreasing ratio: two passes (a float sort, then a stable radix
-    # sort of the node ids) are 5x faster than one lexsort at a million replicas.
-    by_ratio = np.argsort(-ratio)
-    order = by_ratio[stable_order(node[by_ratio], n_nodes)]
-    node, amount, size, ratio = node[order], amount[order], size[order], ratio[order]
-    cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
-    cum_bytes = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(ratio), size, 0.0))])
-    start = np.searchsorted(node, np.arange(n_nodes))
-    end = np.searchsorted(node, np.arange(n_nodes), side="right")
-    goal = cum_amount[start] + need
-    # First replica (in ratio order) at which the cumulative amount reaches the goal.
-    k = np.searchsorted(cum_amount, goal, side="left") - 1
-    k = np.clip(k, start, np.maximum(end - 1, start))
-    out = np.zeros(n_nodes)
-    has = (need > 0) & (end > start)
-    kk = k[has]
-    partial = (goal[has] - cum_amount[kk]) / ratio[np.minimum(kk, len(ratio) - 1)]
-    partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
-    out[has] = (
-        cum_bytes[kk]
-        - cum_bytes[start[has]]
-        + np.minimum(partial, size[np.minimum(kk, len(size) - 1)])
-    )
-    return out
+    return KnapsackCurves(node, amount, size, n_nodes).bytes_for(need)
+
+
+class KnapsackCurves:
+    """Each node's cheapest bytes-for-resource curve, sorted once, asked many times.
+
+    For a resource, the replicas of every node in decreasing amount per byte: removing
+    a prefix frees the most of the resource per byte. :meth:`bytes_for` answers, for any
+    per-node *need*, the bytes of the shortest prefix that frees it (the last replica
+    taken fractionally), in one ``searchsorted`` (so a bisection over levels costs one
+    sort, not one per step).
+    """
+
+    def __init__(self, node: np.ndarray, amount: np.ndarray, size: np.ndarray, n_nodes: int):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(size > 0, amount / size, np.inf)
+        # By node, then by decreasing ratio: two passes (a float sort, then a stable
+        # radix sort of the node ids) are 5x faster than one lexsort at a million replicas.
+        by_ratio = np.argsort(-ratio)
+        order = by_ratio[stable_order(node[by_ratio], n_nodes)]
+        node = node[order]
+        self.size, self.ratio = size[order], ratio[order]
+        self.cum_amount = np.concatenate([[0.0], np.cumsum(amount[order])])
+        self.cum_bytes = np.concatenate(
+            [[0.0], np.cumsum(np.where(np.isfinite(self.ratio), self.size, 0.0))]
+        )
+        self.start = np.searchsorted(node, np.arange(n_nodes))
+        self.end = np.searchsorted(node, np.arange(n_nodes), side="right")
+
+    def bytes_for(self, need: np.ndarray) -> np.ndarray:
+        """(N,) fewest bytes per node whose removal frees *need* (N,) of the resource."""
+        start, end, cum_amount = self.start, self.end, self.cum_amount
+        goal = cum_amount[start] + need
+        # First replica (in ratio order) at which the cumulative amount reaches the goal.
+        k = np.searchsorted(cum_amount, goal, side="left") - 1
+        k = np.clip(k, start, np.maximum(end - 1, start))
+        out = np.zeros(need.shape[0])
+        has = (need > 0) & (end > start)
+        kk = k[has]
+        last = np.minimum(kk, len(self.ratio) - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            partial = (goal[has] - cum_amount[kk]) / self.ratio[last]
+        partial = np.where(np.isfinite(partial), np.maximum(partial, 0.0), 0.0)
+        out[has] = (
+            self.cum_bytes[kk] - self.cum_bytes[start[has]] + np.minimum(partial, self.size[last])
+        )
+        return out
 
 
 def solve_balance_lp(

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from placement._arrays import stable_order
-from placement.balance_lp import EXACT_GROUPS_UP_TO, solve_balance_lp
+from placement.balance_lp import EXACT_GROUPS_UP_TO, KnapsackCurves, solve_balance_lp
 from placement.constraints import Violations, check, node_load
 from placement.latency import regions_keeping_service
 from placement.model import EMPTY, State
@@ -596,16 +596,40 @@ class _Engine:
         return moved_any
 
     def _budget_level(self, goal: float, budget_bytes: float) -> float:
-        """Lowest level >= goal whose shedding is estimated to cost at most *budget_bytes*."""
+        """Lowest level >= goal whose shedding is estimated to cost at most *budget_bytes*.
+
+        The estimate per node is the largest, over the weighted resources, of the bytes
+        of its best replicas for that resource (most of it per byte) that bring it down
+        to the level: the knapsack of the bytes bound. (Bytes at each node's average
+        ratio overstated it: at tier M skew the bulk phase stopped at 8.0% and single
+        moves went on to 4.5%, trading as they went. With the knapsack, 5% byte budget:
+        S 4.12% -> 4.01%, M 4.51% -> 4.36%, L 4.3% -> 4.13% imbalance, for 4%, 3% and 7%
+        more of the budget spent; allowing the estimate 10-20% slack gave back those
+        bytes and the peaks.)
+        """
         act = self.active
-        load = self.load[act]
+        hot = np.flatnonzero(act & (self.pressure > goal))
+        if hot.size == 0:
+            return goal
+        rows, cols = self._replicas_on(hot)
+        node = self.nodes[rows, cols].astype(np.int64)
+        size = self.size[rows]
+        n_nodes = self.load.shape[0]
+        weighted = (self.scale[act] > 0).any(axis=0)
+        curves = {
+            r: KnapsackCurves(node, self.demand[rows, r], size, n_nodes)
+            for r in range(self.load.shape[1])
+            if weighted[r] and r != self.size_index
+        }
         size_j = self.size_index
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bytes_per = np.where(load > 0, load[:, [size_j]] / load, 0.0)
 
         def estimate(level: float) -> float:
-            need = np.maximum(load - bulk.level_caps(self, level)[act], 0.0)
-            return float((need * bytes_per).max(axis=1).sum())
+            need = np.maximum(self.load - bulk.level_caps(self, level), 0.0)
+            need[~act] = 0.0
+            est = need[:, size_j].copy() if weighted[size_j] else np.zeros(n_nodes)
+            for r, curve in curves.items():
+                est = np.maximum(est, curve.bytes_for(need[:, r]))
+            return float(est.sum())
 
         if estimate(goal) <= budget_bytes:
             return goal
