@@ -415,6 +415,8 @@ def plan(
         before_load=before_load,
         after=remaining if final is result.nodes else None,
         t0=t0,
+        # (Trades are what the knapsack bound cannot see.)
+        lp_bound=bool(stats.get("traded")),
     )
     if result_plan.after["violations"] and not allow_partial:
         after_v = check(state, result_plan.target_nodes)

@@ -172,6 +172,8 @@ class _Engine:
         self.trade_lp_s = 0.0
         #: Share of the LP's sent bytes that are trades (0: no trade round was tried).
         self.trade_share = 0.0
+        #: Whether the trade round moved replicas along the LP's flows.
+        self.traded = False
         self.active_count = int(self.active.sum())
 
     # -- heaps -------------------------------------------------------------------------
@@ -509,6 +511,7 @@ class _Engine:
         self.trade_share = traded / max(float(sent.sum()), 1e-300)
         if self.trade_share < 0.05:
             return
+        self.traded = True
         senders = np.flatnonzero((send > 0).any(axis=0) & self.alive)
         rows, cols = self._replicas_on(senders)
         keep = ~self.pinned[rows, cols]
@@ -1030,5 +1033,6 @@ def solve_greedy(
         "pruned_moves": pruned,
         "trade_lp_s": round(engine.trade_lp_s, 4),
         "trade_share": round(engine.trade_share, 4),
+        "traded": engine.traded,
     }
     return out
