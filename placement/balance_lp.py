@@ -6,10 +6,10 @@ reached. It cannot see that bytes must also *land* somewhere under the peaks in 
 resource at once, nor that with two resources a node under the peak in one may have to
 trade (give disk-heavy replicas to take iops-heavy ones). This LP sees both. It serves:
 
-* **a lower bound**, carried by plans on clusters of up to
-  :data:`placement.diffing.LP_BOUND_UP_TO` active nodes (nodes grouped, 16 types: 0.03 s
-  at tier S, 0.16 s at M). At tier S add 10% the engine's plan reaches 2.3% imbalance
-  with 61.2 TB; the knapsack bound there is 46.8 TB, the LP's 51.7 TB.
+* **a lower bound**, carried by plans that trade on clusters of up to
+  :data:`placement.diffing.LP_BOUND_UP_TO` active nodes (nodes grouped, 16 bins: 0.03 s
+  at tier S, 0.13 s at M). At tier S add 10% the engine's plan reaches 2.1% imbalance
+  with 62.2 TB; the knapsack bound there is 47.4 TB, the LP's 53.6 TB.
 * **flows to follow** (``flows=True``, every type at its average amount per byte): the
   engine's trade round (:mod:`placement.solvers.greedy`) moves replicas of each type
   from the nodes the LP says should give to the nodes it says should take.
