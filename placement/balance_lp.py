@@ -75,8 +75,8 @@ class BalanceLP:
     Attributes
     ----------
     status : str
-        ``"optimal"``, ``"infeasible"`` (no fractional plan reaches the caps) or
-        ``"unsupported"`` (a replica of zero bytes carries another resource, so bytes
+        ``"optimal"``, ``"infeasible"`` (no fractional plan reaches the caps),
+        ``"time limit"`` or ``"unsupported"`` (a replica of zero bytes carries another resource, so bytes
         cannot bound its moves).
     bytes_bound : float
         The LP optimum in bytes: a lower bound on what any plan reaching the caps moves
@@ -183,6 +183,7 @@ def solve_balance_lp(
     flows: bool = False,
     violations: Violations | None = None,
     load: np.ndarray | None = None,
+    time_limit_s: float | None = None,
 ) -> BalanceLP:
     """Fewest bytes (fractionally) that bring every active node's load under *caps*.
 
@@ -207,6 +208,9 @@ def solve_balance_lp(
     violations, load : optional
         :func:`~placement.constraints.check` and node loads of the start placement,
         when the caller has them.
+    time_limit_s : float, optional
+        Limit on the LP solve; when reached the status is ``"time limit"`` (no bound:
+        only an optimum bounds).
 
     Returns
     -------
@@ -387,9 +391,12 @@ def solve_balance_lp(
         b_eq=-created / unit,
         bounds=bounds,
         method="highs",
+        options={} if time_limit_s is None else {"time_limit": max(float(time_limit_s), 0.01)},
     )
     if res.status == 2:
         return result("infeasible", g=n_groups, t=n_types)
+    if res.status == 1:
+        return result("time limit", g=n_groups, t=n_types)
     if res.status != 0:
         return result(f"solver: {res.message}", g=n_groups, t=n_types)
     send = np.clip(res.x[:n_send], 0.0, None) * unit

@@ -106,3 +106,10 @@ def test_zero_byte_replicas_with_other_demand_are_unsupported() -> None:
     st2 = dataclasses.replace(st, shards=shards)
     lp = solve_balance_lp(st2, fair_loads(st2) * 1.1)
     assert lp.status == "unsupported" and lp.bytes_bound == 0.0
+
+
+def test_a_cut_short_solve_gives_no_bound() -> None:
+    # Only an optimum bounds: a solve stopped by its time limit says so and returns 0.
+    st = placement.synthetic_state(600, 30_000, seed=2)
+    lp = solve_balance_lp(st, 1.02 * fair_loads(st), time_limit_s=0.01)
+    assert lp.status == "time limit" and lp.bytes_bound == 0.0

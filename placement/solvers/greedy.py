@@ -495,7 +495,14 @@ class _Engine:
         type. What finds no home stays, and may leave its node above the goal (not above
         the peak before the round) for the balance steps that follow.
         """
-        lp = solve_balance_lp(self.state, bulk.level_caps(self, goal), nodes=self.nodes, flows=True)
+        lp = solve_balance_lp(
+            self.state,
+            bulk.level_caps(self, goal),
+            nodes=self.nodes,
+            flows=True,
+            # (At most half the time left: the balance steps after it need the rest.)
+            time_limit_s=0.5 * max(self.deadline - time.perf_counter(), 0.0),
+        )
         if lp.status != "optimal" or lp.kind is None or lp.send_bytes is None:
             return
         if lp.take_bytes is None:  # pragma: no cover - set together with send_bytes
