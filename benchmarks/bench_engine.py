@@ -76,6 +76,10 @@ def test_plan(benchmark, tier_state, peak_memory_mb, tier, scenario):
             "repair_s": result.stats["repair_s"],
             "balance_s": result.stats["balance_s"],
             "bound_s": result.stats["bound_s"],
+            "bound_share": result.stats["bound_s"] / max(result.stats["time_s"], 1e-9),
+            "knapsack_bytes": result.stats["bound"]["knapsack_bytes"],
+            "lp_bound_bytes": result.stats["bound"].get("lp_bytes"),
+            "traded": result.stats.get("traded", False),
             "peak_memory_mb": memory_mb,
         }
     )
