@@ -113,8 +113,8 @@ def test_single_resource_balance_reaches_the_target_at_the_bound():
     assert p.bound_ratio <= 1.05, p.bound_ratio
 
 
-def test_two_resources_trade_to_near_the_target():
-    """With two weighted resources, the LP-guided trade round gets both near 2%.
+def test_two_resources_trade_to_the_target():
+    """With two weighted resources, the LP-guided trade round gets both to 2%.
 
     Without trades every node ends at the level in one resource and the peak stops at
     4.2% here (the engine before the trade round). Trades cost bytes: the plan's bound
@@ -123,7 +123,7 @@ def test_two_resources_trade_to_near_the_target():
     state = _added_ten_percent()
     p = plan(state)
     assert p.after["violations"] == 0
-    assert max(p.after["imbalance"].values()) <= 0.025, p.after["imbalance"]
+    assert max(p.after["imbalance"].values()) <= 0.02 + 1e-9, p.after["imbalance"]
     assert p.stats["trade_lp_s"] > 0
     assert p.stats["bound"]["lp_bytes"] > p.stats["bound"]["knapsack_bytes"]
     assert p.lower_bound_bytes <= p.bytes_moved <= 1.3 * p.lower_bound_bytes
