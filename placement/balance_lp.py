@@ -8,8 +8,8 @@ trade (give disk-heavy replicas to take iops-heavy ones). This LP sees both. It 
 
 * **a lower bound**, carried by plans that trade on clusters of up to
   :data:`placement.diffing.LP_BOUND_UP_TO` active nodes (nodes grouped, 16 bins: 0.03 s
-  at tier S, 0.13 s at M). At tier S add 10% the engine's plan reaches 2.1% imbalance
-  with 62.2 TB; the knapsack bound there is 47.4 TB, the LP's 53.6 TB.
+  at tier S, 0.13 s at M). At tier S add 10% the engine's plan reaches 2.0% imbalance
+  with 63.6 TB; the knapsack bound there is 47.8 TB, the LP's 54.9 TB.
 * **flows to follow** (``flows=True``, every type at its average amount per byte): the
   engine's trade round (:mod:`placement.solvers.greedy`) moves replicas of each type
   from the nodes the LP says should give to the nodes it says should take.
