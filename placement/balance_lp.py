@@ -57,6 +57,7 @@ import numpy as np
 
 from placement._arrays import stable_order
 from placement.constraints import Violations, check, node_load
+from placement.errors import InvalidValueError
 from placement.model import State
 
 __all__ = ["BalanceLP", "KnapsackCurves", "fair_loads", "knapsack_bytes", "solve_balance_lp"]
@@ -215,9 +216,14 @@ def solve_balance_lp(
     Returns
     -------
     BalanceLP
+
+    Raises
+    ------
+    InvalidValueError
+        *caps* is not an (N, R) array of numbers.
     """
     # (Imported here: scipy.optimize costs 0.3 s to import, and the plan builder, which
-    # imports this module for its knapsack, never needs it.)
+    # imports this module for its knapsack, needs it only for plans that trade.)
     import scipy.optimize
     import scipy.sparse as sp
 
@@ -235,7 +241,13 @@ def solve_balance_lp(
     others = [r for r in range(n_res) if r != size_j]
     if ((size <= 0) & (s.demand[:, others] > 0).any(axis=1)).any():
         return result("unsupported")
-    caps = np.where(act[:, None], np.asarray(caps, dtype=float), 0.0)
+    caps = np.asarray(caps, dtype=float)
+    if caps.shape != (n_nodes, n_res) or np.isnan(caps).any():
+        raise InvalidValueError(
+            f"caps must be a ({n_nodes}, {n_res}) array of loads (nodes x resources "
+            f"{list(c.resources)}) without NaN; got shape {caps.shape}."
+        )
+    caps = np.where(act[:, None], caps, 0.0)
     v = check(state, nodes) if violations is None else violations
     load = node_load(state, nodes) if load is None else load
     rows, cols = np.nonzero(nodes >= 0)

@@ -113,3 +113,9 @@ def test_a_cut_short_solve_gives_no_bound() -> None:
     st = placement.synthetic_state(600, 30_000, seed=2)
     lp = solve_balance_lp(st, 1.02 * fair_loads(st), time_limit_s=0.01)
     assert lp.status == "time limit" and lp.bytes_bound == 0.0
+
+
+def test_caps_of_the_wrong_shape_are_a_clear_error() -> None:
+    st = placement.synthetic_state(20, 300, seed=0)
+    with pytest.raises(placement.InvalidValueError, match=r"\(20, 2\)"):
+        solve_balance_lp(st, fair_loads(st)[:5])
