@@ -143,14 +143,14 @@ def lower_bound_bytes(
     if detail is not None:
         detail["knapsack_bytes"] = bound
     if lp and loaded > 1 and int(act.sum()) <= LP_BOUND_UP_TO:
-        lp = solve_balance_lp(
+        relaxed = solve_balance_lp(
             state, peak_caps, bins=16, exact_groups_up_to=0, violations=v, load=load
         )
         if detail is not None:
-            detail["lp_bytes"] = lp.bytes_bound if lp.status == "optimal" else None
-            detail["lp_s"] = round(lp.seconds, 4)
-        if lp.status == "optimal":
-            bound = max(bound, lp.bytes_bound)
+            detail["lp_bytes"] = relaxed.bytes_bound if relaxed.status == "optimal" else None
+            detail["lp_s"] = round(relaxed.seconds, 4)
+        if relaxed.status == "optimal":
+            bound = max(bound, relaxed.bytes_bound)
     return bound
 
 
