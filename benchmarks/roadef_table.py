@@ -4,11 +4,13 @@ Run from the repository root::
 
     python benchmarks/roadef_table.py                          # every instance, 60 s and 300 s
     python benchmarks/roadef_table.py --time-limit 60 --instances a1_1 a1_2 b_1
+    python benchmarks/roadef_table.py --time-limit 60 --jsonl results.jsonl   # keep each run
 
 Each (instance, time limit) is a fresh run of :func:`placement.roadef.solve_roadef` from the
 original assignment at a fixed seed, re-checked by the exact evaluator. The table (Markdown,
 on stdout) gives the original cost, our cost per time limit, the best-known value, the gap
-to it in percent and feasibility, then the mean gap per set. Progress goes to stderr.
+to it in percent and feasibility, then the mean gap per set. Progress goes to stderr;
+``--jsonl PATH`` also appends one JSON line per finished run, so a partial run is kept.
 
 The instances are read from ``$PLACEMENT_ROADEF_DIR``, else ``../shared/data/roadef2012``
 next to the repository (see its README); without them the script says so and exits 0.
@@ -19,6 +21,7 @@ and concurrent load with the numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="instance directory (overrides the env)")
     parser.add_argument("--no-lns", action="store_true", help="local search only")
+    parser.add_argument("--jsonl", default=None, help="append one JSON line per run here")
     args = parser.parse_args(argv)
     root = data_dir(args.data)
     if not root.is_dir():
@@ -143,6 +147,25 @@ def main(argv: list[str] | None = None) -> int:
             gap = gap_percent(costs["total"], BEST_KNOWN[name])
             gaps.setdefault((name[0], t), []).append(gap)
             row += [f"{costs['total']:,}", f"{gap:.2f}%"]
+            if args.jsonl:
+                record = {
+                    "instance": name,
+                    "time_limit_s": t,
+                    "seed": args.seed,
+                    "lns": not args.no_lns,
+                    "original": orig_total,
+                    "total": costs["total"],
+                    "costs": costs,
+                    "gap_percent": round(gap, 4),
+                    "best_known": BEST_KNOWN[name],
+                    "s41_300s": S41_300S[name],
+                    "feasible": not violations,
+                    "rounds": res.stats["rounds"],
+                    "seconds": round(time.perf_counter() - started, 2),
+                    "load_average": os.getloadavg()[0],
+                }
+                with open(args.jsonl, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
             print(
                 f"{name} {t:g} s: {costs['total']:,} (gap {gap:.2f}%) in "
                 f"{time.perf_counter() - started:.1f} s, {res.stats['rounds']} rounds",

@@ -440,21 +440,31 @@ def test_shift_scores_are_exact(name: str) -> None:
     assert checked > 0
 
 
-def test_swap_scores_are_exact() -> None:
-    inst, original = _load("a1_2")
+@pytest.mark.parametrize("name", ["a1_2", "a2_2"])
+def test_swap_scores_are_exact(name: str) -> None:
+    inst, original = _load(name)
     # The swap scores leave the group-move term to the exact re-check; without it they
-    # must equal the exact change for every feasible exchange.
+    # must equal the exact change for every feasible exchange. a2_2 has transient
+    # resources, and a shift pass first moves items away from (and back to) their
+    # initial nodes.
     problem = dataclasses.replace(roadef_problem(inst), group_move_weight=0)
     search = _Search(problem, original.copy(), seed=0)
     search._shift_pass(float("inf"))
-    checked = 0
-    for a, b in [(0, 1), (5, 17), (40, 99), (3, 60)]:
-        ia, ib, delta = search._swap_scores(a, b)
+    occupied = np.zeros((problem.n_groups, problem.n_nodes), dtype=np.int32)
+    np.add.at(occupied, (problem.group, search.node_of), 1)
+    rng = np.random.default_rng(2)
+    checked = masked = 0
+    for a in [0, 5, 17, 40]:
+        others = np.flatnonzero(search.node_of != a)
+        ib = np.sort(rng.choice(others, size=60, replace=False))
+        ia, delta = search._swap_scores_node(a, ib, occupied)
         for i, p in enumerate(ia):
             for j, q in enumerate(ib):
+                b = int(search.node_of[q])
                 got = search._try([(int(p), b), (int(q), a)], threshold=int(_BIG))
                 if delta[i, j] >= _BIG:
                     assert got is None, (p, q)  # masked means infeasible
+                    masked += 1
                     continue
                 if got is None:
                     continue  # infeasible by spread or dependency, checked only exactly
@@ -462,7 +472,80 @@ def test_swap_scores_are_exact() -> None:
                 search._move(int(p), a)
                 search._move(int(q), b)
                 checked += 1
-    assert checked > 20
+    assert checked > 10 and masked > 0
+
+
+def _relocation_problem() -> tuple[ReassignProblem, np.ndarray]:
+    """Item 0 (size 8) on node 0, which charges for every unit; it fits nowhere as is.
+
+    Node 1 holds items 1 and 2 (3 each), node 2 item 3 (size 5); capacity 10 each.
+    Moving item 0 to node 1 and ejecting item 1 to node 2 and item 2 to node 0 costs 3.
+    """
+    problem = ReassignProblem.build(
+        capacity=[[10], [10], [10]],
+        demand=[[8], [3], [3], [5]],
+        soft_capacity=[[0], [10], [10]],
+        soft_capacity_cost=[1],
+    )
+    return problem, np.array([0, 1, 1, 2])
+
+
+def test_relocation_makes_room_and_is_exact() -> None:
+    problem, start = _relocation_problem()
+    search = _Search(problem, start.copy(), seed=0)
+    scores = search._shift_scores(np.array([0]))
+    assert (scores >= _BIG).all()  # no plain shift of item 0 is feasible
+    delta = search._relocate(0, 1, max_eject=3)
+    assert delta is not None and delta < 0
+    assert search.node_of[0] == 1
+    ev = evaluate_reassignment(problem, start, search.node_of)
+    assert ev.feasible and ev.total == search.total == 8 + delta
+    # Too few ejections allowed: nothing changes.
+    again = _Search(problem, start.copy(), seed=0)
+    assert again._relocate(0, 1, max_eject=1) is None
+    assert (again.node_of == start).all() and again.total == 8
+
+
+def test_relocation_respects_transient_room() -> None:
+    problem, start = _relocation_problem()
+    # Transient: node 1's initial items hold their share there even after leaving, so
+    # it can never take item 0 (3 + 3 + 8 > 10), however it is emptied.
+    transient = dataclasses.replace(problem, transient=np.array([True]))
+    search = _Search(transient, start.copy(), seed=0)
+    assert search.maxroom[1, 0] == 4
+    assert search._relocate(0, 1, max_eject=3) is None
+    assert search._relocate_pass(float("inf"), 4) == 0
+    assert (search.node_of == start).all()
+
+
+def test_revert_kick_sends_items_home_exactly() -> None:
+    inst, original = _load("a2_2")
+    problem = roadef_problem(inst)
+    search = _Search(problem, original.copy(), seed=0)
+    search._shift_pass(float("inf"))
+    moved = int((search.node_of != original).sum())
+    assert moved > 10
+    search.relocating = False
+    back = search._revert_kick(float("inf"), 0.5)
+    assert 0 < back <= moved // 2
+    assert int((search.node_of != original).sum()) == moved - back
+    ev = evaluate_reassignment(problem, original, search.node_of)
+    assert ev.feasible and ev.total == search.total
+
+
+@pytest.mark.parametrize(("name", "rounds"), [("a1_2", 6), ("a2_2", 10)])
+def test_perturbed_search_is_deterministic_per_seed(name: str, rounds: int) -> None:
+    # a2_2 starts by relocating (huge items, transient resources), a1_2 does not.
+    inst, original = _load(name)
+    runs = [
+        solve_roadef(inst, original, time_limit_s=120, seed=5, max_rounds=rounds, lns=False)
+        for _ in range(2)
+    ]
+    tries = runs[0].stats["kick_tries"]
+    assert sum(tries.values()) > 0  # the rounds reached perturbation
+    assert runs[0].stats["stop"] == "rounds"
+    assert (runs[0].assignment == runs[1].assignment).all()
+    assert runs[0].stats["kick_tries"] == runs[1].stats["kick_tries"]
 
 
 # -- solving ----------------------------------------------------------------------------

@@ -47,20 +47,38 @@ cost quality but never correctness. One *round* runs:
 1. **Shift descent**: batches of items are scored against every node at once (exact cost
    change, infeasible targets masked), and the best moves are applied in order of gain,
    sweeping until no shift improves.
-2. **Swap descent** between node pairs (costly nodes against the cheapest and random
-   ones): all exchanges of one item each are scored at once, the best applied.
+2. **Swap descent**: for each node (costliest first) every exchange of one of its items
+   with any item elsewhere is scored at once, and each item's best exchange is tried in
+   order of gain; one sweep a round, then shift descent again. A node pair unchanged
+   since it was last scored is not scored again.
 3. **Ejection chains**: item p goes to node b and one item of b leaves for its best node.
    Two sources of p: items returning to an initial node that wastes soft capacity (the
    only way to refill a node whose transient capacity is held by items that left it),
    and the best moves of items on the costliest nodes that b's capacity blocks.
-4. **Large-neighbourhood search** with CP-SAT: 2-4 nodes are chosen (a costly node with
+4. **Relocation**: an item of a costly node goes to a node b that would gain if it had
+   room and that could hold it once emptied, and items of b are ejected greedily (most
+   excess covered for the least cost, each to its best node) until b fits. Transient
+   capacity fixes what "once emptied" means: items that leave b still hold theirs, so
+   ``b`` can offer at most its capacity less its initial items' transient use.
+5. **Large-neighbourhood search** with CP-SAT: 2-4 nodes are chosen (a costly node with
    partners that have room, a wasting node with the nodes holding its departed items,
    or random; the choice learns from success), and a bounded set of their items (about
    100 item-node variables) is re-placed optimally among them, every rule and cost term
    encoded exactly, hinted with the current assignment, bounded by deterministic time.
-5. **Perturbation** when a round gains (almost) nothing: the least-bad worsening shifts
-   (below a low quantile of all items' best shifts) are applied, and the search restarts
-   from the best assignment when perturbing has not paid for a few rounds.
+   Up to 20 neighbourhoods a round, fewer (down to 2) while few of them improve.
+6. **Perturbation** when a round gains (almost) nothing, of one of two kinds drawn by
+   how often each led to a new best: *worsen* applies the least-bad worsening shifts
+   (below a low quantile of all items' best shifts); *revert* sends a random share of
+   the moved items back to their initial nodes (which frees the transient capacity
+   they took) and relocates again. The search restarts from the best assignment when
+   perturbing has not paid for a few rounds.
+
+The first round starts in two ways and keeps the better after one shift-swap-shift
+descent: plain, and after relocation passes. Relocating first spends the nodes'
+transient capacity on the biggest blocked gains before greedy shifts spend it on small
+ones; it wins when a few huge items fit on few nodes, and loses when many mid-sized
+items need exchanges that relocation blocks. Only if it wins do *revert*
+perturbations relocate.
 
 The best assignment seen is returned. Every random choice comes from
 ``numpy.random.default_rng(seed)`` and CP-SAT runs on one worker with a deterministic
@@ -642,8 +660,10 @@ class ReassignResult:
         Exact costs of the result and of the initial assignment.
     stats : dict
         ``rounds``, ``stop`` (``"time"``, ``"rounds"`` or ``"converged"``), ``seconds``,
-        counts of applied shifts, swaps and improving LNS steps, and ``history``: a list
-        of ``(seconds, total cost)`` after each phase.
+        counts of applied shifts, swaps, ejection chains, relocations and improving LNS
+        steps, the tries and wins of each LNS strategy and perturbation kind
+        (``kick_tries``, ``kick_wins``), and ``history``: a list of
+        ``(seconds, total cost)`` after each phase.
     """
 
     assignment: np.ndarray
@@ -781,20 +801,35 @@ class _Search:
         self.iptr = np.zeros(self.N + 1, dtype=_I64)
         self.iptr[1:] = np.cumsum(np.bincount(initial, minlength=self.N))
         total = pb.demand.sum(axis=0)
+        # Most room a node can ever offer an arriving item: its capacity, less (for a
+        # transient resource) what its initial items use, since they hold it even after
+        # leaving. Only items that arrived can free transient room.
+        self.maxroom = pb.capacity - _usage(pb, initial) * self.T.astype(_I64)
         self.short = np.flatnonzero((self.w > 0) & (total > self.SC.sum(axis=0)))
         self.deadline = float("inf")
         # Search knobs, the same for every instance (set once, by experiment on a few).
-        self.swap_pairs = 200  # node pairs evaluated per round
         self.eject_chains = 1000  # ejection chains evaluated per round
         self.eject_per_home = 8  # departed items tried per wasting node
         self.eject_hot_nodes = 8  # costliest nodes whose blocked moves are tried
+        self.relocate_items = 200  # items of the costliest nodes tried for relocation
+        self.relocate_hot_nodes = 20  # costliest nodes whose items are relocated
+        self.relocate_first_passes = 3  # relocation passes before the first descent
+        self.relocate_attempts = 1000  # most relocations those passes try
+        self.relocating = True  # relocate after perturbing (decided by the first descent)
+        self.relocate_max_eject = 6  # most items ejected to make room for one
         self.lns_size = 4  # most nodes per CP-SAT neighbourhood
         self.lns_vars = 100  # item-node variables per neighbourhood
         self.lns_det_time = 0.1  # CP-SAT deterministic seconds per neighbourhood
         self.lns_iters = 20  # neighbourhoods per round
+        self.lns_rate_full = 0.05  # success rate of CP-SAT steps that earns all of them
+        self.lns_min_iters = 2  # neighbourhoods per round however rarely they succeed
         self.kick_gate = 1e-4  # a round gaining less than this share of the cost is stuck
         self.kick_quantile = 0.02  # perturbation: this quantile of worsening best shifts
         self.kick_restart = 3  # rounds without a new best before going back to it
+        self.kick_kinds = ("revert", "worsen")
+        self.kick_wins = dict.fromkeys(self.kick_kinds, 0)
+        self.kick_tries = dict.fromkeys(self.kick_kinds, 0)
+        self.kick_revert_share = 0.2  # share of the moved items a perturbation sends back
         self.strategies = ("hot", "home", "random")
         self.wins = dict.fromkeys(self.strategies, 0)
         self.tries = dict.fromkeys(self.strategies, 0)
@@ -802,6 +837,7 @@ class _Search:
             "shifts": 0,
             "swaps": 0,
             "ejections": 0,
+            "relocations": 0,
             "lns_improved": 0,
             "lns_tried": 0,
         }
@@ -809,6 +845,11 @@ class _Search:
     def _reset(self, assignment: np.ndarray) -> None:
         """Set every incremental quantity from scratch for a (feasible) assignment."""
         self.node_of = assignment.copy()
+        # Change stamps: node n last changed at move stamp[n]; a sweep scanned node n
+        # against every other at scanned[n]. Everything counts as changed after a reset.
+        self.clock = 1
+        self.stamp = np.ones(self.N, dtype=_I64)
+        self.scanned = np.zeros(self.N, dtype=_I64)
         self.U = _usage(self.pb, self.node_of)
         moved = self.node_of != self.init
         # Effective usage: U plus the transient use items keep on the node they left.
@@ -945,6 +986,12 @@ class _Search:
                         return False
         return True
 
+    def _changed(self, *nodes: Sequence[int]) -> None:
+        """Record that *nodes* changed (for the swap sweep's skip of unchanged pairs)."""
+        self.clock += 1
+        for group in nodes:
+            self.stamp[list(group)] = self.clock
+
     def _try(self, moves: Sequence[tuple[int, int]], threshold: int = 0) -> int | None:
         """Apply *moves* if the result is feasible and the cost change is below threshold.
 
@@ -956,6 +1003,7 @@ class _Search:
             self._move(p, b)
         delta = self.total - before
         if delta < threshold and self._feasible_after(moves, olds):
+            self._changed(olds, [b for _, b in moves])
             return delta
         for (p, _), a in zip(reversed(moves), reversed(olds), strict=True):
             self._move(p, a)
@@ -1100,94 +1148,153 @@ class _Search:
                 applied += 1
         return applied
 
+    def _revert_kick(self, deadline: float, share: float) -> int:
+        """Perturb: send a random *share* of the moved items back to their initial nodes.
+
+        A return needs no transient capacity (the item still holds it there) and frees
+        the capacity it took where it went, so this undoes part of the spending of the
+        nodes' transient capacity; relocation passes then spend it again, biggest gains
+        first. Returns the items sent back.
+        """
+        moved = np.flatnonzero(self.node_of != self.init)
+        if not len(moved):
+            return 0
+        pick = self.rng.permutation(moved)[: max(1, int(share * len(moved)))]
+        back = 0
+        for p in pick.tolist():
+            if time.perf_counter() > deadline:
+                break
+            if self._try([(p, int(self.init[p]))], threshold=int(_BIG)) is not None:
+                back += 1
+        if self.relocating:
+            self._relocate_passes(deadline)
+        return back
+
     # -- swap neighbourhood -----------------------------------------------------------
 
-    def _swap_scores(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Items of nodes a and b, and the cost change of exchanging each pair.
+    def _swap_scores_node(
+        self, a: int, ib: np.ndarray, occupied: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Items of node a, and the cost change of exchanging each with each item of *ib*.
 
-        Returns ``(ia, ib, delta)`` with delta of shape (len(ia), len(ib)), exact for the
-        pairs that are feasible; _BIG where capacity or conflict rules it out. Spread,
-        dependency and group-move terms are left to the exact re-check.
+        The partners in *ib* may sit on any nodes other than a, so one call scores every
+        exchange involving node a at once. Returns ``(ia, delta)`` with delta of shape
+        (len(ia), len(ib)): exact for the feasible pairs but for the group-move term;
+        _BIG where capacity or conflict rules it out, conflicts judged on *occupied*
+        (items per group and node, shape (G, N), possibly stale). Spread, dependency and
+        group-move rules are left to the exact re-check.
         """
-        NT = self.NT
         ia = np.flatnonzero(self.node_of == a)
-        ib = np.flatnonzero(self.node_of == b)
+        b = self.node_of[ib]
         daT, dbT = self.D[ia].T, self.D[ib].T
-
-        def gain(r: int) -> np.ndarray:  # (A, B): what node a gains of resource r
-            return dbT[r][None, :] - daT[r][:, None]
-
-        over_a, over_b = self.U[a] - self.SC[a], self.U[b] - self.SC[b]
-        free_a, free_b = self.C[a] - self.U[a], self.C[b] - self.U[b]
-        delta = self._cost_by_resource(lambda r: over_a[r] + gain(r), lambda r: free_a[r] - gain(r))
-        delta = delta + self._cost_by_resource(
-            lambda r: over_b[r] - gain(r), lambda r: free_b[r] + gain(r)
-        )
-        delta = np.broadcast_to(delta - self.ncost[a] - self.ncost[b], (len(ia), len(ib)))
-        delta = delta.copy()
         oi, oj = self.init[ia], self.init[ib]
-        pi, pj = self.pm[ia], self.pm[ib]
-        move_i = pi * (np.not_equal(oi, b).astype(_I64) - np.not_equal(oi, a))
-        move_j = pj * (np.not_equal(oj, a).astype(_I64) - np.not_equal(oj, b))
-        if self.mmw:
-            move_i = move_i + self.mmw * (self.mm[oi, b] - self.mm[oi, a])
-            move_j = move_j + self.mmw * (self.mm[oj, a] - self.mm[oj, b])
-        delta += move_i[:, None] + move_j[None, :]
-        # Effective usage: what leaves and arrives, transient kept at the initial node.
-        leave_i = np.where((oi == a)[:, None], daT.T * NT, daT.T).T
-        arrive_j = np.where((oj == a)[:, None], dbT.T * NT, dbT.T).T
-        leave_j = np.where((oj == b)[:, None], dbT.T * NT, dbT.T).T
-        arrive_i = np.where((oi == b)[:, None], daT.T * NT, daT.T).T
-        room_a, room_b = self.C[a] - self.E[a], self.C[b] - self.E[b]
-        fit = np.ones((len(ia), len(ib)), dtype=bool)
+        home_i = oi[:, None] == b[None, :]  # item i would return to its initial node
+        over_a, room_a = self.U[a] - self.SC[a], self.C[a] - self.E[a]
+        over_bT = (self.U[b] - self.SC[b]).T
+        room_bT = (self.C[b] - self.E[b]).T
+        free_a, free_bT = self.C[a] - self.U[a], (self.C[b] - self.U[b]).T
+        delta = np.zeros((len(ia), len(ib)), dtype=_I64)
+        fit = np.ones(delta.shape, dtype=bool)
+        gains: dict[int, np.ndarray] = {}
+        bal_r = {r for r1, r2, _, _ in self.balances for r in (r1, r2)}
         for r in range(self.R):
-            fit &= arrive_j[r][None, :] - leave_i[r][:, None] <= room_a[r]
-            fit &= arrive_i[r][:, None] - leave_j[r][None, :] <= room_b[r]
+            # What node a gains of resource r; node b gains the opposite.
+            g = dbT[r][None, :] - daT[r][:, None]
+            if r in bal_r:
+                gains[r] = g
+            if self.w[r] > 0:
+                w = int(self.w[r])
+                delta += w * np.maximum(g + over_a[r], 0)
+                delta += w * np.maximum(over_bT[r][None, :] - g, 0)
+            # Effective usage: a transient resource stays in use on the initial node, so
+            # leaving it frees nothing and coming back to it takes nothing.
+            if self.T[r]:
+                arrive_j = np.where(oj == a, 0, dbT[r])
+                leave_j = np.where(oj == b, 0, dbT[r])
+                leave_i = np.where(oi == a, 0, daT[r])
+                fit &= arrive_j[None, :] - leave_i[:, None] <= room_a[r]
+                arrive_i = np.where(home_i, 0, daT[r][:, None])
+                fit &= arrive_i - leave_j[None, :] <= room_bT[r][None, :]
+            else:
+                fit &= g <= room_a[r]
+                fit &= -g <= room_bT[r][None, :]
+        for r1, r2, t, c in self.balances:
+            g1, g2 = gains[r1], gains[r2]
+            delta += c * np.maximum(t * (free_a[r1] - g1) - (free_a[r2] - g2), 0)
+            delta += c * np.maximum(
+                t * (free_bT[r1][None, :] + g1) - (free_bT[r2][None, :] + g2), 0
+            )
+        delta -= self.ncost[a] + self.ncost[b][None, :]
+        pi, pj = self.pm[ia], self.pm[ib]
+        delta += pi[:, None] * (~home_i) - (pi * (oi != a))[:, None]
+        delta += (pj * ((oj != a).astype(_I64) - (oj != b)))[None, :]
+        if self.mmw:
+            delta += self.mmw * (self.mm[oi][:, b] - self.mm[oi, a][:, None])
+            delta += (self.mmw * (self.mm[oj, a] - self.mm[oj, b]))[None, :]
         gi, gj = self.grp[ia], self.grp[ib]
-        fit &= gi[:, None] != gj[None, :]
-        # A group already on the other node conflicts (unless it is the swap partner,
-        # excluded above as a same-group swap).
-        fit &= ~np.isin(gi, gj)[:, None]
-        fit &= ~np.isin(gj, gi)[None, :]
+        same = gi[:, None] == gj[None, :]
+        fit &= occupied[gi][:, b] - same == 0
+        fit &= occupied[gj, a][None, :] - same == 0
         delta[~fit] = _BIG
-        return ia, ib, delta
+        return ia, delta
 
-    def _swap_pair(self, a: int, b: int, max_swaps: int = 3) -> int:
-        """Best-improvement swaps between the items of nodes a and b; swaps applied."""
-        applied = 0
-        for _ in range(max_swaps):
-            ia, ib, delta = self._swap_scores(a, b)
-            if not delta.size:
-                break
-            i, j = divmod(int(np.argmin(delta)), len(ib))
-            if delta[i, j] >= 0 or self._try([(int(ia[i]), b), (int(ib[j]), a)]) is None:
-                break
-            applied += 1
-        self.counters["swaps"] += applied
-        return applied
+    def _swap_sweep(self, deadline: float, nodes: np.ndarray | None = None) -> int:
+        """Swap descent: every exchange of an item of node a with any item elsewhere.
 
-    def _swap_pass(self, deadline: float, max_pairs: int) -> int:
-        """Swap descent over at most *max_pairs* node pairs, costly nodes first.
-
-        Each costly node is paired with the cheapest node and with random ones (cheap
-        nodes have room; random ones find the exchanges the cheap ones cannot take).
+        For each node a (default all, costly first then the rest shuffled) every exchange
+        is scored at once; the best exchange of each of a's items is tried in order of
+        gain, each re-checked exactly. Partners are sampled when a node has too many
+        pairs for one array. Returns the swaps applied.
         """
-        applied = 0
-        hot = np.flatnonzero(self.ncost > 0)
-        if not len(hot) or self.N < 2:
+        if self.N < 2:
             return 0
-        hot = hot[np.argsort(-self.ncost[hot], kind="stable")]
-        per_node = max(1, max_pairs // len(hot))
-        pairs = 0
-        for a in hot:
-            if time.perf_counter() > deadline or pairs >= max_pairs:
+        if nodes is None:
+            nodes = self.rng.permutation(self.N)
+            nodes = nodes[np.argsort(-self.ncost[nodes], kind="stable")]
+        occupied = np.zeros((self.G, self.N), dtype=np.int32)
+        np.add.at(occupied, (self.grp, self.node_of), 1)
+        budget = max(1, (1 << 22) // max(1, self.R))  # item pairs per scoring call
+        applied = 0
+        for a in nodes.tolist():
+            if time.perf_counter() > deadline:
                 break
-            cheap = int(np.argmin(self.ncost))
-            partners = [cheap, *self.rng.integers(0, self.N, per_node).tolist()]
-            for b in dict.fromkeys(partners):
-                if b != a and pairs < max_pairs:
-                    pairs += 1
-                    applied += self._swap_pair(int(a), int(b))
+            # An exchange between two nodes unchanged since a's last scan was scored
+            # then; only pairs with a changed side are scored again. (An improving
+            # exchange that lost to a better one of the same item, which the exact
+            # re-check then refused, waits for one of its nodes to change.)
+            if self.stamp[a] > self.scanned[a]:
+                ib = np.flatnonzero(self.node_of != a)
+            else:
+                fresh = self.stamp > self.scanned[a]
+                ib = np.flatnonzero(fresh[self.node_of])
+            n_a = int((self.node_of == a).sum())
+            if not n_a or not len(ib):
+                self.scanned[a] = self.clock
+                continue
+            if n_a * len(ib) > budget:
+                ib = np.sort(self.rng.choice(ib, size=max(1, budget // n_a), replace=False))
+            else:
+                self.scanned[a] = self.clock
+            ia, delta = self._swap_scores_node(a, ib, occupied)
+            best = delta.argmin(axis=1)
+            val = delta[np.arange(len(ia)), best]
+            used: set[int] = set()
+            for k in np.argsort(val, kind="stable").tolist():
+                if val[k] >= 0:
+                    break
+                j = int(ib[best[k]])
+                b = int(self.node_of[j])
+                if j in used or b == a or int(self.node_of[ia[k]]) != a:
+                    continue
+                p = int(ia[k])
+                if self._try([(p, b), (j, a)]) is not None:
+                    applied += 1
+                    used.add(j)
+                    occupied[self.grp[p], a] -= 1
+                    occupied[self.grp[p], b] += 1
+                    occupied[self.grp[j], b] -= 1
+                    occupied[self.grp[j], a] += 1
+        self.counters["swaps"] += applied
         return applied
 
     # -- ejection chains --------------------------------------------------------------
@@ -1262,6 +1369,159 @@ class _Search:
                 if gain[k] >= 0 or time.perf_counter() > deadline:
                     break
                 applied += self._eject(int(on[k]), int(target[k])) is not None
+        return applied
+
+    def _relocate(self, p: int, b: int, max_eject: int) -> int | None:
+        """Move p to b and make room there: eject items of b until b fits again.
+
+        p is placed on b even though b's capacity (or transient capacity) is exceeded;
+        then, greedily, the item of b whose departure to its best feasible node covers
+        the most of the excess for the least cost is sent there, up to *max_eject*
+        items. Only items that arrived on b free its transient resources. The whole
+        chain is applied if it ends feasible and gains, else undone. Returns the cost
+        change when applied, None otherwise.
+        """
+        a = int(self.node_of[p])
+        if a == b:
+            return None
+        before = self.total
+        moves = [(p, b)]
+        olds = [a]
+        self._move(p, b)
+        used = {p}
+        ok = False
+        for _ in range(max_eject + 1):
+            excess = self.E[b] - self.C[b]
+            if (excess <= 0).all():
+                ok = True
+                break
+            if len(moves) > max_eject:
+                break
+            on = np.flatnonzero(self.node_of == b)
+            on = on[~np.isin(on, list(used))]
+            if not len(on):
+                break
+            d = self.D[on]
+            leave = np.where((self.init[on] == b)[:, None], d * self.NT, d)
+            need = excess > 0
+            cover = (np.minimum(leave[:, need], excess[need]) / excess[need]).sum(axis=1)
+            keep = cover > 0
+            if not keep.any():
+                break
+            on, cover = on[keep], cover[keep]
+            scores = self._shift_scores(on)
+            target = scores.argmin(axis=1)
+            val = scores[np.arange(len(on)), target]
+            feas = val < _BIG
+            if not feas.any():
+                break
+            v = val.astype(np.float64)
+            key = np.where(v > 0, v / cover, v * cover)
+            key[~feas] = np.inf
+            k = int(np.argmin(key))
+            q, y = int(on[k]), int(target[k])
+            moves.append((q, y))
+            olds.append(b)
+            used.add(q)
+            self._move(q, y)
+        if ok and self.total - before < 0 and self._feasible_after(moves, olds):
+            self.counters["relocations"] += 1
+            self._changed(olds, [y for _, y in moves])
+            return self.total - before
+        for (q, _), o in zip(reversed(moves), reversed(olds), strict=True):
+            self._move(q, o)
+        return None
+
+    def _first_descent(self, deadline: float) -> None:
+        """Descent from the start (:meth:`_descend_once`), the better of two ways.
+
+        Plain descent, and descent after relocation passes (biggest blocked gains
+        first, while the transient capacity of the nodes is unspent: greedy shifts may
+        spend it on small gains and leave the big items nowhere to go). Which one wins
+        depends on the instance (a few huge items that fit on few nodes favour
+        relocation; many mid-sized ones favour exchanges, which relocation can block),
+        so both are run and the better kept; the choice also decides whether
+        perturbations relocate.
+        """
+        start = self.node_of.copy()
+        self._descend_once(deadline)
+        plain, plain_total = self.node_of.copy(), self.total
+        self._reset(start)
+        self._relocate_passes(deadline)
+        self._descend_once(deadline)
+        self.relocating = self.total < plain_total
+        if not self.relocating:
+            self._reset(plain)
+
+    def _descend_once(self, deadline: float) -> None:
+        """Shift descent, one swap sweep, shift descent: the comparison point of starts."""
+        while self._shift_pass(deadline) and time.perf_counter() < deadline:
+            pass
+        if self._swap_sweep(deadline):
+            while self._shift_pass(deadline) and time.perf_counter() < deadline:
+                pass
+
+    def _relocate_passes(self, deadline: float) -> None:
+        """Relocation passes over every item of the costliest nodes, until one fails.
+
+        Bounded by a number of attempts (not by time, so that a run ending on
+        ``max_rounds`` stays reproducible): on large instances the exact shift and swap
+        descents gain more per second, and relocation is meant for the few big moves.
+        """
+        budget = [self.relocate_attempts]
+        for _ in range(self.relocate_first_passes):
+            if (
+                time.perf_counter() > deadline
+                or budget[0] <= 0
+                or not self._relocate_pass(deadline, self.P, per_item=10, budget=budget)
+            ):
+                break
+
+    def _relocate_pass(
+        self,
+        deadline: float,
+        max_items: int,
+        per_item: int = 3,
+        budget: list[int] | None = None,
+    ) -> int:
+        """Blocked improving moves of items on the costliest nodes, made room for.
+
+        For items on the costliest nodes, the targets that would gain if their capacity
+        allowed it and that could hold the item once emptied (transient capacity held
+        by items that left a node cannot be freed) are tried with :meth:`_relocate`,
+        biggest gain first. *budget*, a one-element list, counts attempts down across
+        calls; the pass stops when it is spent.
+        """
+        hot = np.flatnonzero(self.ncost > 0)
+        if not len(hot):
+            return 0
+        hot = hot[np.argsort(-self.ncost[hot], kind="stable")][: self.relocate_hot_nodes]
+        on = np.flatnonzero(np.isin(self.node_of, hot))
+        if not len(on):
+            return 0
+        on = self.rng.permutation(on)[:max_items]
+        scores = self._shift_scores(on, ignore_capacity=True)
+        feasible = self._shift_scores(on) < _BIG
+        fits = np.ones(scores.shape, dtype=bool)
+        for r in range(self.R):
+            fits &= self.D[on, r][:, None] <= self.maxroom[:, r][None, :]
+        scores[feasible | ~fits] = _BIG
+        applied = 0
+        order = np.argsort(scores.min(axis=1), kind="stable")
+        for k in order.tolist():
+            row = scores[k]
+            if time.perf_counter() > deadline or row.min() >= 0:
+                break  # sorted: no later item has a gaining target either
+            for b in np.argsort(row, kind="stable")[:per_item].tolist():
+                if row[b] >= 0:
+                    break
+                if budget is not None:
+                    if budget[0] <= 0:
+                        return applied
+                    budget[0] -= 1
+                if self._relocate(int(on[k]), int(b), self.relocate_max_eject) is not None:
+                    applied += 1
+                    break
         return applied
 
     # -- large-neighbourhood search ---------------------------------------------------
@@ -1609,6 +1869,7 @@ class _Search:
         stop = "converged"
         self.deadline = deadline
         best_total, best, stale = self.total, self.node_of.copy(), 0
+        last_kick: str | None = None
         while True:
             if max_rounds is not None and rnd >= max_rounds:
                 stop = "rounds"
@@ -1618,30 +1879,57 @@ class _Search:
                 break
             rnd += 1
             before = self.total
-            while self._shift_pass(deadline) and time.perf_counter() < deadline:
-                pass
+            if rnd == 1:
+                self._first_descent(deadline)
+            else:
+                while self._shift_pass(deadline) and time.perf_counter() < deadline:
+                    pass
             note("shift", rnd)
-            self._swap_pass(deadline, self.swap_pairs)
+            # One sweep a round: on large instances sweeps keep finding a few exchanges
+            # each, and the ejection chains below gain more per second.
+            if self._swap_sweep(deadline):
+                while self._shift_pass(deadline) and time.perf_counter() < deadline:
+                    pass
             note("swap", rnd)
             self._eject_pass(deadline, self.eject_chains)
             note("eject", rnd)
+            self._relocate_pass(deadline, self.relocate_items)
+            note("relocate", rnd)
             if lns and self.N > 1:
-                for _ in range(self.lns_iters):
+                # Fewer CP-SAT steps while they rarely improve (counted, not timed, so
+                # that runs ending on max_rounds stay reproducible).
+                c = self.counters
+                success = (c["lns_improved"] + 1) / (c["lns_tried"] + 2)
+                share = min(1.0, success / self.lns_rate_full)
+                for _ in range(max(self.lns_min_iters, round(self.lns_iters * share))):
                     if time.perf_counter() > deadline:
                         break
                     self._lns_once()
                 note("lns", rnd)
             if self.total < best_total:
                 best_total, best, stale = self.total, self.node_of.copy(), 0
+                if last_kick is not None:
+                    self.kick_wins[last_kick] += 1
+                    last_kick = None
             else:
                 stale += 1
             if before - self.total <= self.kick_gate * max(self.total, 1):
                 # A local optimum for every neighbourhood: restart from the best one when
-                # perturbing has not found a better one for a while, then perturb.
+                # perturbing has not found a better one for a while, then perturb. The
+                # kind of perturbation is drawn by how often it led to a new best.
                 if stale >= self.kick_restart:
                     self._reset(best)
                     stale = 0
-                self._kick(deadline, self.kick_quantile)
+                kinds: tuple[str, ...] = self.kick_kinds
+                if not (self.node_of != self.init).any():
+                    kinds = ("worsen",)  # nothing to send back
+                rate = np.array([(self.kick_wins[k] + 1) / (self.kick_tries[k] + 2) for k in kinds])
+                last_kick = kinds[int(self.rng.choice(len(kinds), p=rate / rate.sum()))]
+                self.kick_tries[last_kick] += 1
+                if last_kick == "revert":
+                    self._revert_kick(deadline, self.kick_revert_share)
+                else:
+                    self._kick(deadline, self.kick_quantile)
                 note("kick", rnd)
         if best_total < self.total:
             self._reset(best)
@@ -1652,4 +1940,6 @@ class _Search:
             **self.counters,
             "lns_wins": dict(self.wins),
             "lns_tries": dict(self.tries),
+            "kick_wins": dict(self.kick_wins),
+            "kick_tries": dict(self.kick_tries),
         }
