@@ -558,7 +558,7 @@ class _Engine:
             # Eight rounds by the LP's quotas, the first four only into regions that
             # hold a live replica (the LP does not see transfer cost: without home
             # rounds the trades cost 13-33x the transfer cost of the plan without
-            # them at tiers S and M; with them 4-5x, for the same balance and bytes).
+            # them at tiers S and M; with them 3-5x, for the same balance and bytes).
             quota_rounds=8,
             home_rounds=4,
             # Unplaced items stay on their nodes; that may leave a node above the goal
