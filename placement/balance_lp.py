@@ -60,7 +60,14 @@ from placement.constraints import Violations, check, node_load
 from placement.errors import InvalidValueError
 from placement.model import State
 
-__all__ = ["BalanceLP", "KnapsackCurves", "fair_loads", "knapsack_bytes", "solve_balance_lp"]
+__all__ = [
+    "BalanceLP",
+    "KnapsackCurves",
+    "fair_loads",
+    "knapsack_bytes",
+    "must_leave_bytes",
+    "solve_balance_lp",
+]
 
 #: Up to this many active nodes, every node is its own group (the LP stays under ~0.3 s).
 EXACT_GROUPS_UP_TO = 1500
@@ -126,6 +133,41 @@ def knapsack_bytes(
     resource, their bytes); replicas are removed in decreasing amount per byte.
     """
     return KnapsackCurves(node, amount, size, n_nodes).bytes_for(need)
+
+
+def must_leave_bytes(
+    node: np.ndarray,
+    shard: np.ndarray,
+    demand: np.ndarray,
+    need: np.ndarray,
+    size_index: int,
+    base: np.ndarray,
+) -> np.ndarray:
+    """Per node, the fewest bytes that must leave it whatever else happens.
+
+    The largest of *base* (N,) (bytes that must leave anyway, e.g. outside residency)
+    and, per resource r, the bytes whose removal frees ``need[:, r]`` (N, R): the need
+    itself for the size resource, the fractional knapsack (:func:`knapsack_bytes`) for
+    the others. *node* and *shard* list the replicas that may leave (their node and
+    shard row of *demand*).
+    """
+    size = demand[:, size_index]
+    must = base.astype(float, copy=True)
+    for r in range(need.shape[1]):
+        need_r = need[:, r]
+        if not (need_r > 0).any():
+            continue
+        if r == size_index:
+            must = np.maximum(must, need_r)
+            continue
+        mine = need_r[node] > 0  # only nodes with a need take part in the knapsack
+        must = np.maximum(
+            must,
+            knapsack_bytes(
+                node[mine], demand[shard[mine], r], size[shard[mine]], need_r, need.shape[0]
+            ),
+        )
+    return must
 
 
 class KnapsackCurves:
@@ -325,21 +367,11 @@ def solve_balance_lp(
     ex_plus = by_group(np.maximum(excess, 0.0))  # (G, R)
     ex_sum = by_group(excess)
     # Per-node knapsack: bytes that must leave each node whatever else happens.
-    must = np.zeros(n_nodes)
+    outside = np.zeros(n_nodes)
     if len(v.residency):
-        np.add.at(must, v.residency[:, 1], size[v.residency[:, 0]])
+        np.add.at(outside, v.residency[:, 1], size[v.residency[:, 0]])
     lr, lw = rows[live], where[live]
-    for r in range(n_res):
-        need = np.maximum(excess[:, r], 0.0)
-        if not (need > 0).any():
-            continue
-        if r == size_j:
-            must = np.maximum(must, need)
-            continue
-        mine = need[lw] > 0
-        must = np.maximum(
-            must, knapsack_bytes(lw[mine], s.demand[lr[mine], r], size[lr[mine]], need, n_nodes)
-        )
+    must = must_leave_bytes(lw, lr, s.demand, np.maximum(excess, 0.0), size_j, outside)
     knap = by_group(must[:, None])[:, 0]
     have = np.zeros((n_types, n_groups))
     gl = group[lw]

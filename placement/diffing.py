@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from placement.balance_lp import knapsack_bytes, solve_balance_lp
+from placement.balance_lp import must_leave_bytes, solve_balance_lp
 from placement.constraints import Violations, check, node_load
 from placement.errors import InfeasibleError
 from placement.latency import client_service
@@ -126,19 +126,8 @@ def lower_bound_bytes(
         # (A relative tolerance: the node at the peak itself must not show a rounding
         # excess of a few bytes when nothing needs to move.)
         peak_caps[ok, j] = u_peak * capj[ok] * (1 + 1e-12)
-        excess = np.where(ok, np.maximum(load[:, j] - peak_caps[:, j], 0.0), 0.0)
-        if not (excess > 0).any():
-            continue
-        if j == size_j:
-            per_node = np.maximum(per_node, excess)
-            continue
-        mine = excess[where] > 0  # only nodes with an excess need the knapsack
-        per_node = np.maximum(
-            per_node,
-            knapsack_bytes(
-                where[mine], s.demand[rows[mine], j], size[rows[mine]], excess, c.n_nodes
-            ),
-        )
+    need = np.maximum(load - peak_caps, 0.0)  # 0 where the cap is inf
+    per_node = must_leave_bytes(where, rows, s.demand, need, size_j, per_node)
     bound = created + drained + float(np.where(act, per_node, 0.0).sum())
     if detail is not None:
         detail["knapsack_bytes"] = bound
