@@ -89,9 +89,9 @@ def lower_bound_bytes(
 
     With *lp*, on clusters of up to :data:`LP_BOUND_UP_TO` active nodes with two or
     more loaded resources, the aggregated LP of :mod:`placement.balance_lp` (nodes
-    grouped, 16 bins) is solved at the same peaks as well and the larger bound is
-    returned: it also sees that bytes must land under the peaks in every resource
-    (tiers S and M: 0.03 s and 0.13 s). It beats the knapsack only for plans whose
+    grouped, 8 bins, the binned resource conserved) is solved at the same peaks as well
+    and the larger bound is returned: it also sees that bytes must land under the peaks
+    in every resource (tiers S and M: 0.04-0.08 s and 0.2-0.3 s). It beats the knapsack only for plans whose
     peaks need trades; at the peaks of the others it equalled it on every benchmark
     scenario. *detail*, if given, receives both values and the LP's time.
     """
@@ -133,7 +133,7 @@ def lower_bound_bytes(
         detail["knapsack_bytes"] = bound
     if lp and loaded > 1 and int(act.sum()) <= LP_BOUND_UP_TO:
         relaxed = solve_balance_lp(
-            state, peak_caps, bins=16, exact_groups_up_to=0, violations=v, load=load
+            state, peak_caps, bins=8, exact_groups_up_to=0, violations=v, load=load
         )
         if detail is not None:
             detail["lp_bytes"] = relaxed.bytes_bound if relaxed.status == "optimal" else None
