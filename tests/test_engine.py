@@ -144,6 +144,23 @@ def test_a_node_overshooting_the_water_level_gives_about_its_excess():
     assert p.bound_ratio <= 1.03, p.bound_ratio
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shortcuts_save_bytes_and_keep_the_peak_and_every_rule(seed, monkeypatch):
+    """Relay nodes (took a replica, gave another) are skipped where the final peak
+    allows: fewer bytes, no higher peak, no higher transfer cost, every rule kept."""
+    state = placement.synthetic_state(100, 10_000, seed=seed)
+    total = float((state.shards.demand[:, 0] * state.shards.replicas).sum())
+    kwargs = {"max_bytes": 0.05 * total, "seed": 0}
+    with_cuts = plan(state, **kwargs)
+    monkeypatch.setattr(_Engine, "shortcut", lambda self, rounds=4: 0)
+    without = plan(state, **kwargs)
+    assert with_cuts.after["violations"] == without.after["violations"] == 0
+    assert with_cuts.bytes_moved < 0.995 * without.bytes_moved
+    peak = max(with_cuts.after["imbalance"].values())
+    assert peak <= max(without.after["imbalance"].values()) + 1e-9
+    assert float(with_cuts.cost.sum()) <= float(without.cost.sum()) * (1 + 1e-9)
+
+
 def test_drain_copies_come_free_when_room_allows():
     """Targets prefer regions that already hold a live replica: no cross-region copy."""
     state = placement.synthetic_state(100, 10_000, seed=0)
