@@ -339,8 +339,11 @@ def _toward_need(
     x = dem / unit[None, :]
     v = need[node] / unit[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos = (x * v).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(v, axis=1))
-    order = np.argsort(-np.nan_to_num(cos, nan=-1.0), kind="stable")
+        cos = (x * v).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (v * v).sum(axis=1))
+    # Closeness in 65,536 steps, so that both sorts are radix sorts of 16-bit integers
+    # (0.1 s instead of 0.4 s for 2.5M replicas at tier L).
+    step = np.clip((1.0 - np.nan_to_num(cos, nan=-1.0)) * 32767.5, 0, 65535).astype(np.uint16)
+    order = np.argsort(step, kind="stable")
     order = order[stable_order(node[order], need.shape[0])]  # by node, then closeness
     nd, dd = node[order], dem[order]
     before = _segment_cumsum_2d(dd, nd) - dd  # what the node gave before this replica
