@@ -33,6 +33,8 @@ def _scenario(state: placement.State, name: str) -> tuple[placement.State, dict]
         return new, {}
     if name == "drain-1":
         return with_node_state(state, [c.node_ids[0]], "draining"), {"trigger_imbalance": 10.0}
+    if name == "fail-1":
+        return with_node_state(state, [c.node_ids[1]], "failed"), {"trigger_imbalance": 10.0}
     if name == "fail-zone":
         return with_failed_domain(state, "zone", c.domain_names[1][0]), {"trigger_imbalance": 10.0}
     if name == "skew-5pct":
@@ -48,7 +50,7 @@ def _scenario(state: placement.State, name: str) -> tuple[placement.State, dict]
 
 
 @pytest.mark.parametrize(
-    "scenario", ["add-10pct", "drain-1", "fail-zone", "skew-5pct", "capacity-change"]
+    "scenario", ["add-10pct", "drain-1", "fail-1", "fail-zone", "skew-5pct", "capacity-change"]
 )
 @pytest.mark.parametrize("tier", ["S", "M", "L"])
 def test_plan(benchmark, tier_state, peak_memory_mb, tier, scenario):

@@ -29,7 +29,7 @@ import numpy as np
 
 from placement.model import NodeState, State
 
-__all__ = ["KINDS", "Violations", "check", "node_load", "is_valid"]
+__all__ = ["KINDS", "Violations", "check", "is_valid", "node_load", "recheck"]
 
 #: Violation kinds, in the order reports list them.
 KINDS = (
@@ -194,39 +194,88 @@ def check(
     >>> check(st, bad).counts()["under_replicated"] >= 1
     True
     """
-    c, s, pol = state.cluster, state.shards, state.policy
     nodes = state.placement.nodes if nodes is None else nodes
-    n_shards, width = nodes.shape
-    present = nodes >= 0
-    safe = np.where(present, nodes, 0)
+    rows = _check_rows(state, nodes, np.arange(nodes.shape[0]))
+    load = node_load(state, nodes) if load is None else load
+    return _assemble(state, rows, load)
+
+
+def recheck(
+    state: State,
+    before: Violations,
+    nodes: np.ndarray,
+    changed: np.ndarray,
+    *,
+    load: np.ndarray | None = None,
+) -> Violations:
+    """:func:`check` of *nodes*, given *before*, the check of a placement that differs
+    from *nodes* only in the rows *changed* (shard indices).
+
+    Only those rows are checked again (plus every node's capacity), so a plan that moves
+    a few hundred replicas of a million shards is checked in milliseconds, not a
+    quarter of a second. The result equals ``check(state, nodes)``, entry for entry.
+
+    Examples
+    --------
+    >>> from placement.datasets import synthetic_state
+    >>> st = synthetic_state(30, 300, seed=2)
+    >>> v0 = check(st)
+    >>> bad = st.placement.nodes.copy(); bad[0, 1] = bad[0, 0]
+    >>> recheck(st, v0, bad, np.array([0])).counts() == check(st, bad).counts()
+    True
+    """
+    changed = np.unique(np.asarray(changed, dtype=np.int64))
+    fresh = _check_rows(state, nodes, changed)
+    gone = np.zeros(nodes.shape[0], dtype=bool)
+    gone[changed] = True
+
+    def merge(old: np.ndarray, new: np.ndarray, n_keys: int) -> np.ndarray:
+        """Rows of *old* not about changed shards, plus *new*, in check's order."""
+        keep = old[~gone[old[:, 0]]] if len(old) else old
+        both = np.concatenate([keep, new.astype(keep.dtype, copy=False)])
+        if both.shape[0] == 0:
+            return both
+        # check lists by shard, then (spread) by domain; within a shard pairs keep
+        # their slot order, which the stable sorts preserve.
+        order = np.lexsort(tuple(both[:, k] for k in range(n_keys - 1, -1, -1)))
+        return both[order]
+
+    live_count = before.live_count.copy()
+    live_count[changed] = fresh["live_count"]
+    merged = {
+        "live_count": live_count,
+        "failed": merge(before.failed, fresh["failed"], 1),
+        "draining": merge(before.draining, fresh["draining"], 1),
+        "spread": merge(before.spread, fresh["spread"], 2),
+        "regions": merge(before.regions, fresh["regions"], 1),
+        "residency": merge(before.residency, fresh["residency"], 1),
+    }
+    load = node_load(state, nodes) if load is None else load
+    return _assemble(state, merged, load)
+
+
+def _check_rows(state: State, nodes: np.ndarray, shards: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-shard rules for the rows *shards* of *nodes*: live counts and the
+    (shard, ...) violation arrays, with shard indices of the whole placement."""
+    c, s, pol = state.cluster, state.shards, state.policy
+    sub = nodes[shards]
+    n_rows, width = sub.shape
+    present = sub >= 0
+    safe = np.where(present, sub, 0)
     node_state = np.where(present, c.state[safe], NodeState.FAILED)
     live = present & (node_state != NodeState.FAILED)
 
     # Two slots naming the same node count once: a placement with a duplicate is
     # under-replicated, however its rows were produced.
-    live_nodes = np.where(live, nodes, -1)
+    live_nodes = np.where(live, sub, -1)
     srt = np.sort(live_nodes, axis=1)
     distinct = (srt >= 0) & np.concatenate(
-        [np.ones((n_shards, 1), bool), srt[:, 1:] != srt[:, :-1]], axis=1
+        [np.ones((n_rows, 1), bool), srt[:, 1:] != srt[:, :-1]], axis=1
     )
-    live_count = distinct.sum(axis=1)
-
-    unavailable = np.flatnonzero(live_count == 0)
-    below_min = np.flatnonzero(live_count < s.min_available)
-    under = np.flatnonzero(live_count < s.replicas)
 
     def pairs(mask: np.ndarray) -> np.ndarray:
         r, k = np.nonzero(mask)
-        return np.column_stack([r, nodes[r, k]]).astype(np.int64)
-
-    failed = pairs(present & (node_state == NodeState.FAILED))
-    draining = pairs(present & (node_state == NodeState.DRAINING))
-
-    load = node_load(state, nodes) if load is None else load
-    limit = c.capacity * state.headroom[None, :]
-    # A relative tolerance absorbs float summation order (1e-9 of a node's capacity).
-    over = (load > limit * (1 + 1e-9)) & c.alive[:, None]
-    cap_nodes, cap_res = np.nonzero(over)
+        return np.column_stack([shards[r], sub[r, k]]).astype(np.int64)
 
     # Spread: sort each row's live domains; a domain occurring more than k times shows up
     # as equal entries k positions apart.
@@ -235,7 +284,7 @@ def check(
     )
     dom = np.sort(dom, axis=1)
     k = pol.max_per_domain
-    spread_rows: list[np.ndarray] = []
+    spread = np.empty((0, 3), dtype=np.int64)
     if k < width:
         hit = (dom[:, k:] == dom[:, :-k]) & (dom[:, k:] >= 0)
         r, j = np.nonzero(hit)
@@ -243,36 +292,49 @@ def check(
             d = dom[r, j + k]
             key = np.unique(np.column_stack([r, d]), axis=0)
             counts = (dom[key[:, 0]] == key[:, 1:2]).sum(axis=1)
-            spread_rows.append(np.column_stack([key, counts]))
-    spread = np.concatenate(spread_rows) if spread_rows else np.empty((0, 3), dtype=np.int64)
+            spread = np.column_stack([shards[key[:, 0]], key[:, 1], counts]).astype(np.int64)
 
     reg = np.where(distinct, c.region_of[np.where(srt >= 0, srt, 0)], -1)
     reg = np.sort(reg, axis=1)
     n_regions = (
-        (reg >= 0)
-        & np.concatenate([np.ones((n_shards, 1), bool), reg[:, 1:] != reg[:, :-1]], axis=1)
+        (reg >= 0) & np.concatenate([np.ones((n_rows, 1), bool), reg[:, 1:] != reg[:, :-1]], axis=1)
     ).sum(axis=1)
-    required = np.minimum(pol.min_regions, s.replicas)
+    required = np.minimum(pol.min_regions, s.replicas[shards])
     short = np.flatnonzero(n_regions < required)
-    regions = np.column_stack([short, n_regions[short]]).astype(np.int64)
 
     node_region = c.region_of[safe]
-    allowed = s.allowed_regions[s.residency_class[:, None], node_region]
-    residency = pairs(live & ~allowed)
+    allowed = s.allowed_regions[s.residency_class[shards][:, None], node_region]
+    return {
+        "live_count": distinct.sum(axis=1),
+        "failed": pairs(present & (node_state == NodeState.FAILED)),
+        "draining": pairs(present & (node_state == NodeState.DRAINING)),
+        "spread": spread,
+        "regions": np.column_stack([shards[short], n_regions[short]]).astype(np.int64),
+        "residency": pairs(live & ~allowed),
+    }
 
+
+def _assemble(state: State, rows: dict[str, np.ndarray], load: np.ndarray) -> Violations:
+    """Violations from the per-shard results and the node loads (capacity)."""
+    c, s = state.cluster, state.shards
+    live_count = rows["live_count"]
+    limit = c.capacity * state.headroom[None, :]
+    # A relative tolerance absorbs float summation order (1e-9 of a node's capacity).
+    over = (load > limit * (1 + 1e-9)) & c.alive[:, None]
+    cap_nodes, cap_res = np.nonzero(over)
     return Violations(
         live_count=live_count,
-        unavailable=unavailable,
-        below_min=below_min,
-        under_replicated=under,
-        failed=failed,
-        draining=draining,
+        unavailable=np.flatnonzero(live_count == 0),
+        below_min=np.flatnonzero(live_count < s.min_available),
+        under_replicated=np.flatnonzero(live_count < s.replicas),
+        failed=rows["failed"],
+        draining=rows["draining"],
         capacity=np.column_stack([cap_nodes, cap_res]).astype(np.int64),
         capacity_load=load[cap_nodes, cap_res],
         capacity_limit=limit[cap_nodes, cap_res],
-        spread=spread.astype(np.int64),
-        regions=regions,
-        residency=residency,
+        spread=rows["spread"],
+        regions=rows["regions"],
+        residency=rows["residency"],
     )
 
 

@@ -88,6 +88,25 @@ def test_client_service_matches_brute_force(seed, links, node_states):
 
 
 @SETTINGS
+@given(seed=st.integers(0, 10**6), links=st.booleans(), n_changed=st.integers(0, 20))
+def test_client_service_since_another_placement_equals_a_full_computation(
+    seed, links, n_changed
+):
+    # Only the entries of changed shards are served anew; the result is the full one.
+    state = geo_state(seed, links=links, node_states=True)
+    rng = np.random.default_rng(seed)
+    before = client_service(state)
+    nodes = state.placement.nodes.copy()
+    rows = rng.choice(nodes.shape[0], min(n_changed, nodes.shape[0]), replace=False)
+    nodes[rows] = rng.integers(-1, state.cluster.n_nodes, (rows.size, nodes.shape[1]))
+    full = client_service(state, nodes)
+    quick = client_service(state, nodes, since=(before, rows))
+    assert np.array_equal(quick.nearest_ms, full.nearest_ms)
+    assert np.array_equal(quick.local, full.local)
+    assert quick.summary() == full.summary()
+
+
+@SETTINGS
 @given(seed=st.integers(0, 10**6), share=st.sampled_from([0.1, DEFAULT_SLO_SHARE, 0.5, 1.0]))
 def test_slo_violations_match_brute_force(seed, share):
     state = geo_state(seed, node_states=seed % 2 == 0)
