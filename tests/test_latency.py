@@ -89,9 +89,7 @@ def test_client_service_matches_brute_force(seed, links, node_states):
 
 @SETTINGS
 @given(seed=st.integers(0, 10**6), links=st.booleans(), n_changed=st.integers(0, 20))
-def test_client_service_since_another_placement_equals_a_full_computation(
-    seed, links, n_changed
-):
+def test_client_service_since_another_placement_equals_a_full_computation(seed, links, n_changed):
     # Only the entries of changed shards are served anew; the result is the full one.
     state = geo_state(seed, links=links, node_states=True)
     rng = np.random.default_rng(seed)
