@@ -173,6 +173,31 @@ def test_shortcuts_save_bytes_and_keep_the_peak_and_every_rule(seed, monkeypatch
     assert float(with_cuts.cost.sum()) <= float(without.cost.sum()) * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("scenario", ["skew", "add"])
+def test_no_balance_move_of_a_plan_could_simply_be_undone(scenario):
+    """Prune is exhaustive: on the engine's final placement, pruning again (restore any
+    replica whose source stays under the final peak) finds nothing to undo."""
+    state = placement.synthetic_state(100, 10_000, seed=3)
+    c = state.cluster
+    kwargs: dict = {"seed": 0}
+    if scenario == "skew":
+        total = float((state.shards.demand[:, 0] * state.shards.replicas).sum())
+        kwargs["max_bytes"] = 0.05 * total
+    else:
+        picks = [0, 1, 2, 3, 4]
+        loc = [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in picks]
+        loc = [[r, z, f"{z}-new"] for r, z, _ in loc]
+        state = with_new_nodes(state, [f"n{i}" for i in picks], c.capacity[picks], loc)
+    p = plan(state, **kwargs)
+    e = _engine(state)
+    e._before_check = check(state)
+    e.nodes = p.target_nodes.copy()
+    e.load = placement.node_load(state, e.nodes)
+    e._rebuild_heaps()
+    assert p.stats["pruned_moves"] > 0
+    assert e.prune() == 0
+
+
 def test_drain_copies_come_free_when_room_allows():
     """Targets prefer regions that already hold a live replica: no cross-region copy."""
     state = placement.synthetic_state(100, 10_000, seed=0)

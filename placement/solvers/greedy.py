@@ -877,30 +877,24 @@ class _Engine:
             heapq.heappush(hot_heap, (-float(self.pressure[t]), t))
         return "no improving move"
 
-    def prune(self) -> int:
+    def prune(self, passes: int = 12) -> int:
         """Undo balance moves that the final peak does not need; returns how many.
 
-        A balance move taken from a node that, with the replica back, would still sit
-        at or below the final peak pressure (and headroom) only spent bytes. Only shards
-        with this one changed slot are considered, whose original row was valid, so the
-        restored row is valid too. Largest replicas are restored first, as many per
-        node as fit below the peak.
+        A move whose replica, back on its source, leaves the source at or below the
+        final peak pressure (and headroom) only spent bytes. Only shards with this one
+        changed slot are considered, whose original row was valid, so the restored row
+        is valid too. Each pass restores, per source node, the largest replica that
+        still fits there; passes repeat while any fits. (Restoring only a prefix of each
+        node's largest replicas stopped at the first that did not fit: at tier L add 10%
+        it undid 276 moves where 85,000 fitted one by one.)
         """
         before = self.state.placement.nodes
-        changed = self.nodes != before
+        rows = np.flatnonzero((self.nodes != before).any(axis=1))
+        rows = rows[~self._bad_rows()[rows]]
+        changed = self.nodes[rows] != before[rows]
         one = changed.sum(axis=1) == 1
-        if not one.any():
-            return 0
-        v0 = self.before_check
-        bad = np.zeros(before.shape[0], dtype=bool)
-        for pairs in (v0.residency, v0.failed, v0.draining):
-            if len(pairs):
-                bad[pairs[:, 0]] = True
-        if len(v0.spread):
-            bad[v0.spread[:, 0]] = True
-        if len(v0.regions):
-            bad[v0.regions[:, 0]] = True
-        s, j = np.nonzero(changed & (one & ~bad)[:, None])
+        r_idx, j = np.nonzero(changed & one[:, None])
+        s = rows[r_idx]
         src = before[s, j].astype(np.int64)
         keep = (src >= 0) & self.active[np.maximum(src, 0)]
         s, j, src = s[keep], j[keep], src[keep]
@@ -908,29 +902,39 @@ class _Engine:
             return 0
         peak = float(self.pressure[self.active].max())
         caps = bulk.level_caps(self, peak)
-        order = np.lexsort((-self.size[s], src))
+        # By source, largest first: each pass takes the first that fits per source.
+        order = np.argsort(-self.size[s], kind="stable")
+        order = order[stable_order(src[order], self.load.shape[0])]
         s, j, src = s[order], j[order], src[order]
-        dem = self.demand[s]
-        within = np.cumsum(dem, axis=0)
-        starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
-        lengths = np.diff(np.r_[starts, src.size])
-        within -= np.repeat(within[starts] - dem[starts], lengths, axis=0)
-        fit = (self.load[src] + within <= caps[src]).all(axis=1)
-        # A prefix per node (largest first), so the cumulative check is exact.
-        fit = fit & (bulk._segment_cumsum((~fit).astype(np.int64), src) == 0)
-        s, j, src = s[fit], j[fit], src[fit]
-        if s.size == 0:
+        restored = np.zeros(s.size, dtype=bool)
+        for _ in range(passes):
+            open_ = np.flatnonzero(~restored)
+            fits = (self.load[src[open_]] + self.demand[s[open_]] <= caps[src[open_]]).all(axis=1)
+            cand = open_[fits]
+            if cand.size == 0:
+                break
+            _, first = np.unique(src[cand], return_index=True)  # the largest per source
+            pick = cand[first]
+            tgt = self.nodes[s[pick], j[pick]].astype(np.int64)
+            np.add.at(self.load, tgt, -self.demand[s[pick]])
+            np.add.at(self.load, src[pick], self.demand[s[pick]])
+            self.nodes[s[pick], j[pick]] = src[pick]
+            restored[pick] = True
+        done = np.flatnonzero(restored)
+        if done.size == 0:
             return 0
-        tgt = self.nodes[s, j].astype(np.int64)
-        np.add.at(self.load, tgt, -self.demand[s])
-        np.add.at(self.load, src, self.demand[s])
-        self.nodes[s, j] = src
-        undone = float(self.size[s].sum())
+        undone = float(self.size[s[done]].sum())
         self.bytes_moved -= undone
         self.bytes_left += undone
-        self.moves_left += int(s.size)
+        self.moves_left += int(done.size)
         self._rebuild_heaps()
-        return int(s.size)
+        return int(done.size)
+
+    def tidy(self) -> int:
+        """Prune, shortcut relays, and prune what the shortcuts freed; moves saved."""
+        saved = self.prune()
+        cut = self.shortcut()
+        return saved + cut + (self.prune() if cut else 0)
 
     def shortcut(self, rounds: int = 4) -> int:
         """Skip a node that only passes load on; returns how many moves were saved.
@@ -1144,14 +1148,14 @@ def solve_greedy(
     if balance and engine.bulk_ok:
         engine.bulk_balance(target_imbalance)
     stop = engine.balance(target_imbalance, min_gain) if balance else "balance disabled"
-    pruned = engine.prune() + engine.shortcut() if balance else 0
+    pruned = engine.tidy() if balance else 0
     for _ in range(3):
         # Pruning gave back budget that balancing had spent on moves the final peak did
         # not need: spend it again, on the hottest nodes.
         if not (balance and stop == "budget" and pruned and engine.moves_left > 0):
             break
         stop = engine.balance(target_imbalance, min_gain)
-        more = engine.prune() + engine.shortcut()
+        more = engine.tidy()
         pruned += more
         if not more:
             break
