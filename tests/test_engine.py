@@ -157,14 +157,16 @@ def test_a_node_overshooting_the_water_level_gives_about_its_excess():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_shortcuts_save_bytes_and_keep_the_peak_and_every_rule(seed, monkeypatch):
-    """Relay nodes (took a replica, gave another) are skipped where the final peak
-    allows: fewer bytes, no higher peak, no higher transfer cost, every rule kept."""
+@pytest.mark.parametrize("step", ["shortcut", "lighten"])
+def test_shortcuts_save_bytes_and_keep_the_peak_and_every_rule(seed, step, monkeypatch):
+    """Relay nodes (took a replica, gave another) are skipped, and moved replicas are
+    replaced by smaller ones from their source, where the final peak allows: fewer
+    bytes, no higher peak, no higher transfer cost, every rule kept."""
     state = placement.synthetic_state(100, 10_000, seed=seed)
     total = float((state.shards.demand[:, 0] * state.shards.replicas).sum())
     kwargs = {"max_bytes": 0.05 * total, "seed": 0}
     with_cuts = plan(state, **kwargs)
-    monkeypatch.setattr(_Engine, "shortcut", lambda self, rounds=4: 0)
+    monkeypatch.setattr(_Engine, step, lambda self, rounds=4: 0)
     without = plan(state, **kwargs)
     assert with_cuts.after["violations"] == without.after["violations"] == 0
     assert with_cuts.bytes_moved < without.bytes_moved
@@ -336,6 +338,8 @@ def test_a_tight_move_budget_is_spent_on_moves_the_plan_keeps():
     made, 2 kept); the freed budget now goes back to the hottest nodes."""
     state = placement.synthetic_state(30, 300, seed=4)
     p = plan(state, max_moves=6)
-    assert p.n_moves == 6
+    # Without spending the freed budget again: 2 moves kept, 34.0% worst imbalance.
+    # (Moves the final peak does not need are still undone, so not all 6 need stay.)
+    assert 4 <= p.n_moves <= 6
     worst = max(p.after["imbalance"].values())
-    assert worst < max(p.before["imbalance"].values())
+    assert worst < 0.31 < max(p.before["imbalance"].values())

@@ -63,6 +63,8 @@ TRADE_MARGIN = 0.002
 #: Arrivals and departures of a relay node that :meth:`_Engine.shortcut` pairs up (the
 #: largest few of each).
 SHORTCUT_TRIES = 8
+#: Candidates per moved replica that :meth:`_Engine.lighten` tries, of each kind.
+LIGHTEN_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -931,10 +933,13 @@ class _Engine:
         return int(done.size)
 
     def tidy(self) -> int:
-        """Prune, shortcut relays, and prune what the shortcuts freed; moves saved."""
+        """Prune, shortcut relays, lighten moves, pruning again after each; moves saved
+        (``lighten`` saves bytes, not moves: it counts replacements)."""
         saved = self.prune()
-        cut = self.shortcut()
-        return saved + cut + (self.prune() if cut else 0)
+        for step in (self.shortcut, self.lighten):
+            done = step()
+            saved += done + (self.prune() if done else 0)
+        return saved
 
     def shortcut(self, rounds: int = 4) -> int:
         """Skip a node that only passes load on; returns how many moves were saved.
@@ -1041,6 +1046,137 @@ class _Engine:
         if saved_moves:
             self._rebuild_heaps()
         return saved_moves
+
+    def lighten(self, rounds: int = 2) -> int:
+        """Move smaller replicas instead of moved ones; returns how many were replaced.
+
+        Where replica ``a`` moved X -> Y and a replica ``c`` that never moved sits on X,
+        smaller than ``a``, with enough of every resource that X stays under the final
+        peak with ``a`` back and without ``c``, and Y stays under it with ``c`` instead
+        of ``a``: move ``c`` and keep ``a`` (``a``'s row is its starting one again).
+        The candidates ``c`` for each move are the source's residents just smaller than
+        ``a`` and its densest in the non-size resources (the ones that relieve a node
+        bound by, say, iops with the fewest bytes). The transfer cost may not rise, nor,
+        with a latency target, may ``c`` leave its region. One replacement per node and
+        round, largest saving first.
+        """
+        before = self.state.placement.nodes
+        others = [r for r in range(self.load.shape[1]) if r != self.size_index]
+        dense_r = [r for r in others if bool((self.scale[:, r] > 0).any())]
+        replaced = 0
+        # Residents: replicas that never moved, on shards untouched, by node; sorted
+        # once (by size and by density, each as 16-bit keys: two radix sorts), then
+        # judged against the current rows in every round.
+        row_changed = (self.nodes != before).any(axis=1)
+        n_nodes = self.load.shape[0]
+        rr, cc = np.nonzero((self.nodes >= 0) & ~row_changed[:, None] & ~self.pinned)
+        node = self.nodes[rr, cc].astype(np.int64)
+        keep = self.active[node]
+        rr, cc, node = rr[keep], cc[keep], node[keep]
+        size = self.size
+        top = max(float(size.max(initial=0.0)), 1e-300)
+
+        def smallness(values: np.ndarray) -> np.ndarray:  # 0 for the largest shard
+            return (65535 * (1 - values / top)).astype(np.int64)
+
+        by_size = np.argsort(smallness(size[rr]).astype(np.uint16), kind="stable")
+        by_size = by_size[stable_order(node[by_size], n_nodes)]
+        seg_end = np.searchsorted(node[by_size], np.arange(n_nodes), side="right")
+        size_key = node[by_size] * 65536 + smallness(size[rr[by_size]])  # ascending
+        by_dense = d_start = d_end = None
+        if dense_r:
+            dens = self.demand[rr, dense_r[0]] / np.maximum(size[rr], 1e-300)
+            q = (65535 * (1 - dens / max(float(dens.max(initial=0.0)), 1e-300))).astype(np.uint16)
+            by_dense = np.argsort(q, kind="stable")
+            by_dense = by_dense[stable_order(node[by_dense], n_nodes)]
+            d_start = np.searchsorted(node[by_dense], np.arange(n_nodes))
+            d_end = np.searchsorted(node[by_dense], np.arange(n_nodes), side="right")
+        for _ in range(rounds):
+            row_changed = (self.nodes != before).any(axis=1)
+            rows = np.flatnonzero(row_changed)
+            rows = rows[~self._bad_rows()[rows]]
+            changed = self.nodes[rows] != before[rows]
+            one = changed.sum(axis=1) == 1
+            r_idx, j_a = np.nonzero(changed & one[:, None])
+            s_a = rows[r_idx]
+            x = before[s_a, j_a].astype(np.int64)
+            y = self.nodes[s_a, j_a].astype(np.int64)
+            keep = (x >= 0) & self.active[np.maximum(x, 0)]
+            s_a, j_a, x, y = s_a[keep], j_a[keep], x[keep], y[keep]
+            if s_a.size == 0:
+                break
+            # Residents smaller than a, the largest first (sizes in the 16-bit order are
+            # approximate; the exact comparison comes below), and the densest.
+            pos = np.searchsorted(size_key, x * 65536 + smallness(size[s_a]), side="right")
+            cand_a, cand_c = [], []
+            for k in range(LIGHTEN_TRIES):
+                at = pos + k
+                inside = at < seg_end[x]
+                cand_a.append(np.flatnonzero(inside))
+                cand_c.append(by_size[at[inside]])
+            if by_dense is not None and d_start is not None and d_end is not None:
+                for k in range(LIGHTEN_TRIES):
+                    at = d_start[x] + k
+                    inside = at < d_end[x]
+                    cand_a.append(np.flatnonzero(inside))
+                    cand_c.append(by_dense[at[inside]])
+            ia = np.concatenate(cand_a)
+            ic = np.concatenate(cand_c)
+            sc, jc = rr[ic], cc[ic]
+            sa, ja, xa, ya = s_a[ia], j_a[ia], x[ia], y[ia]
+            ok = (size[sc] < size[sa] * (1 - 1e-9)) & ~row_changed[sc]
+            if self.budget.max_moves_per_group is not None:
+                ok &= self.group[sc] == self.group[sa]  # the group's move count stays
+            peak = float(self.pressure[self.active].max())
+            caps = bulk.level_caps(self, peak) * (1 + 1e-12)
+            delta = self.demand[sa] - self.demand[sc]  # X gains a, loses c; Y the reverse
+            ok &= (self.load[xa] + delta <= caps[xa]).all(axis=1)
+            ok &= (self.load[ya] - delta <= caps[ya]).all(axis=1)
+            sel = np.flatnonzero(ok)
+            sc, jc, sa, ja, xa, ya = sc[sel], jc[sel], sa[sel], ja[sel], xa[sel], ya[sel]
+            if self.latency_target_ms is not None:
+                ok = self.region[ya] == self.region[xa]
+            else:
+                ok = transfer_cost(self.state, before, sc, ya) <= transfer_cost(
+                    self.state, before, sa, ya
+                ) * (1 + 1e-9)
+            ok &= self._row_ok(sc, jc, ya)
+            sel = np.flatnonzero(ok)
+            sc, jc, sa, ja, xa, ya = sc[sel], jc[sel], sa[sel], ja[sel], xa[sel], ya[sel]
+            if sc.size == 0:
+                break
+            gain = size[sa] - size[sc]
+            # The best replacement of each source, then largest gain first with no node
+            # in two of them (c sits on its source: one per source is one per c).
+            order = np.argsort(-gain, kind="stable")
+            _, first = np.unique(xa[order], return_index=True)
+            best = order[first]
+            best = best[np.argsort(-gain[best], kind="stable")]
+            busy = np.zeros(n_nodes, dtype=bool)
+            shard_used: set[int] = set()  # two replicas of one shard: rows judged apart
+            take = []
+            for k, xk, yk, ck in zip(
+                best.tolist(), xa[best].tolist(), ya[best].tolist(), sc[best].tolist(), strict=True
+            ):
+                if busy[xk] or busy[yk] or ck in shard_used:
+                    continue
+                busy[xk] = busy[yk] = True
+                shard_used.add(ck)
+                take.append(k)
+            t = np.array(take, dtype=np.int64)
+            sc, jc, sa, ja, xa, ya = sc[t], jc[t], sa[t], ja[t], xa[t], ya[t]
+            delta = self.demand[sa] - self.demand[sc]
+            self.load[xa] += delta
+            self.load[ya] -= delta
+            self.nodes[sa, ja] = xa
+            self.nodes[sc, jc] = ya
+            saved = float((size[sa] - size[sc]).sum())
+            self.bytes_moved -= saved
+            self.bytes_left += saved
+            replaced += int(t.size)
+        if replaced:
+            self._rebuild_heaps()
+        return replaced
 
     def _bad_rows(self) -> np.ndarray:
         """Shards whose starting row broke a rule (left alone by prune and shortcut)."""
@@ -1159,7 +1295,7 @@ def solve_greedy(
         engine.bulk_balance(target_imbalance)
     stop = engine.balance(target_imbalance, min_gain) if balance else "balance disabled"
     pruned = engine.tidy() if balance else 0
-    for _ in range(3):
+    for _ in range(8):
         # Pruning gave back budget that balancing had spent on moves the final peak did
         # not need: spend it again, on the hottest nodes.
         if not (balance and stop == "budget" and pruned and engine.moves_left > 0):
