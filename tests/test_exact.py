@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from ortools.sat.python import cp_model
 
 import placement
 import placement.planner
 import placement.scenarios
 from placement import InfeasibleError, check
 from placement.errors import TopologyError
-from placement.solvers.exact import plan_exact, solve_exact, solve_subproblem
+from placement.solvers.exact import (
+    _Budget,
+    _lp_dive,
+    _Model,
+    _prepare,
+    _relax,
+    _Relaxation,
+    _solver,
+    plan_exact,
+    solve_exact,
+    solve_subproblem,
+)
 from tests.conformance import make_state
 from tests.conformance.brute import _excess_steps, brute_force
 
@@ -70,15 +84,20 @@ def _key(result):
 
 @pytest.mark.parametrize("seed", range(60))
 def test_strengthening_cuts_off_no_optimum(seed):
-    """Symmetry breaking and redundant cuts: same optimum as the plain model, and as
-    enumerating every placement."""
+    """Symmetry breaking, redundant cuts and LP polishing: same optimum as the plain model,
+    and as enumerating every placement; the LP bound never exceeds a proven optimum."""
     try:
         state, options = _random_tiny(seed)
     except TopologyError:
         pytest.skip("generated a cluster whose shape cannot hold the shards")
     strong = solve_exact(state, time_limit_s=10, **options)
     plain = solve_exact(
-        state, time_limit_s=10, symmetry_breaking=False, redundant_constraints=False, **options
+        state,
+        time_limit_s=10,
+        symmetry_breaking=False,
+        redundant_constraints=False,
+        polish=False,
+        **options,
     )
     brute = brute_force(state, **options)
     if brute is None:
@@ -88,6 +107,80 @@ def test_strengthening_cuts_off_no_optimum(seed):
     assert _key(strong) == _key(plain) == brute.key[:2]
     assert strong.objective["transfer_cost"] == pytest.approx(brute.key[2], abs=1e-12)
     assert not check(state, strong.nodes)
+    for stage in strong.stages[1:]:
+        if "lp_bound" in stage:
+            assert stage["lp_bound"] <= stage["objective"] + 1e-9
+
+
+def _stage_model(st, *, target, z):
+    """The bytes stage of solve_exact's model, built by hand: balance fixed at *z*."""
+    data = _prepare(
+        st,
+        st.placement.nodes,
+        np.arange(st.shards.n_shards),
+        np.ones(st.cluster.n_nodes, dtype=bool),
+        _Budget(),
+        target,
+        np.ones(st.cluster.n_resources),
+    )
+    model = _Model(data, symmetry_breaking=True, redundant=True)
+    model.m.add(model.z <= z)
+    model._cover_cuts(z)
+    model.m.minimize(model.bytes_expr)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lp_bound_and_dive_are_sound(seed):
+    """The LP bound is below the proven optimum of the stage; the dive's start is a valid
+    placement (every pair the LP fixes is kept in the copy, the stage model untouched)."""
+    st = placement.synthetic_state(15, 40, seed=seed)
+    z = solve_exact(st, target_imbalance=0.1, time_limit_s=10).stages[0]["objective"]
+    model = _stage_model(st, target=0.1, z=round(z))
+    relax = _relax(model, 10.0)
+    assert relax is not None and relax.x.shape == (len(model.x),)
+    n_constraints = len(model.m.proto.constraints)
+    dive = _lp_dive(model, relax, 10.0, 0, None)
+    assert len(model.m.proto.constraints) == n_constraints  # the dive works on a copy
+    solver = _solver(20.0, 0, 1, None)
+    assert solver.solve(model.m) == cp_model.OPTIMAL
+    assert relax.bound <= solver.objective_value + 1e-9
+    if dive is not None:
+        rows = model.rows_from_values(dive[0])
+        assert not check(st, rows)
+        assert dive[1] >= solver.objective_value - 1e-9
+
+
+def test_dive_falls_back_to_rins_and_never_loses_the_hint():
+    """A rounding that cannot be completed (the complement of a solution breaks every
+    replica count) leaves the RINS neighbourhood, whose hint keeps it feasible."""
+    st = placement.synthetic_state(15, 40, seed=0)
+    model = _stage_model(st, target=10.0, z=0)
+    solver = _solver(20.0, 0, 1, None)
+    assert solver.solve(model.m) == cp_model.OPTIMAL
+    best = np.array([solver.boolean_value(v) for v in model.x], dtype=bool)
+    model.hint(model.rows_from_values(best))
+    hinted = model.hinted_objective()
+    assert hinted == solver.objective_value
+    fake = _Relaxation(x=(~best).astype(float), bound=0.0)
+    dive = _lp_dive(model, fake, 10.0, 0, None)
+    assert dive is not None and dive[1] <= hinted
+    assert not check(st, model.rows_from_values(dive[0]))
+
+
+def test_lp_polish_is_valid_and_reproducible():
+    """A balance case the LP cannot prove: the dive runs, the reported bound is at least
+    the LP's and below the objective, and a work-based limit gives the same plan twice."""
+    st = placement.synthetic_state(15, 150, seed=1)
+    kwargs = {"target_imbalance": 0.05, "time_limit_s": 30, "deterministic_time": 0.5}
+    a = solve_exact(st, **kwargs)
+    b = solve_exact(st, **kwargs)
+    bytes_stage = a.stages[1]
+    assert "lp_bound" in bytes_stage and "dive" in bytes_stage
+    assert not check(st, a.nodes)
+    assert bytes_stage["bound"] >= math.ceil(bytes_stage["lp_bound"] - 1e-9)
+    assert a.objective["bytes_moved"] >= a.bound["bytes_moved"] * (1 - 1e-9)
+    assert np.array_equal(a.nodes, b.nodes)
 
 
 def test_symmetric_new_nodes_are_ordered_and_optimal():
