@@ -903,16 +903,7 @@ class _Engine:
         node's largest replicas stopped at the first that did not fit: at tier L add 10%
         it undid 276 moves where 85,000 fitted one by one.)
         """
-        before = self.state.placement.nodes
-        rows = np.flatnonzero((self.nodes != before).any(axis=1))
-        rows = rows[~self._bad_rows()[rows]]
-        changed = self.nodes[rows] != before[rows]
-        one = changed.sum(axis=1) == 1
-        r_idx, j = np.nonzero(changed & one[:, None])
-        s = rows[r_idx]
-        src = before[s, j].astype(np.int64)
-        keep = (src >= 0) & self.active[np.maximum(src, 0)]
-        s, j, src = s[keep], j[keep], src[keep]
+        s, j, src, _ = self._single_moves(self._changed_rows())
         if s.size == 0:
             return 0
         peak = float(self.pressure[self.active].max())
@@ -977,17 +968,9 @@ class _Engine:
         before = self.state.placement.nodes
         saved_moves = 0
         # Only rows changed now can change below (one scan of the matrix, not one a round).
-        rows = np.flatnonzero((self.nodes != before).any(axis=1))
-        rows = rows[~self._bad_rows()[rows]]
+        rows = self._changed_rows()
         for _ in range(rounds):
-            changed = self.nodes[rows] != before[rows]
-            one = changed.sum(axis=1) == 1
-            r_idx, j_idx = np.nonzero(changed & one[:, None])
-            s_idx = rows[r_idx]
-            src = before[s_idx, j_idx].astype(np.int64)
-            dst = self.nodes[s_idx, j_idx].astype(np.int64)
-            keep = (src >= 0) & self.active[np.maximum(src, 0)]
-            s_idx, j_idx, src, dst = s_idx[keep], j_idx[keep], src[keep], dst[keep]
+            s_idx, j_idx, src, dst = self._single_moves(rows)
             if s_idx.size == 0:
                 break
             size = self.size[s_idx]
@@ -1111,16 +1094,7 @@ class _Engine:
             d_end = np.searchsorted(node[by_dense], np.arange(n_nodes), side="right")
         for _ in range(rounds):
             row_changed = (self.nodes != before).any(axis=1)
-            rows = np.flatnonzero(row_changed)
-            rows = rows[~self._bad_rows()[rows]]
-            changed = self.nodes[rows] != before[rows]
-            one = changed.sum(axis=1) == 1
-            r_idx, j_a = np.nonzero(changed & one[:, None])
-            s_a = rows[r_idx]
-            x = before[s_a, j_a].astype(np.int64)
-            y = self.nodes[s_a, j_a].astype(np.int64)
-            keep = (x >= 0) & self.active[np.maximum(x, 0)]
-            s_a, j_a, x, y = s_a[keep], j_a[keep], x[keep], y[keep]
+            s_a, j_a, x, y = self._single_moves(self._changed_rows(row_changed))
             if s_a.size == 0:
                 break
             # Residents smaller than a, the largest first (sizes in the 16-bit order are
@@ -1195,6 +1169,30 @@ class _Engine:
         if replaced:
             self._rebuild_heaps()
         return replaced
+
+    def _changed_rows(self, changed: np.ndarray | None = None) -> np.ndarray:
+        """Shards whose row differs from the start, except those that started invalid
+        (*changed*: the (S,) mask of differing rows, when the caller has it)."""
+        if changed is None:
+            changed = (self.nodes != self.state.placement.nodes).any(axis=1)
+        rows = np.flatnonzero(changed)
+        return rows[~self._bad_rows()[rows]]
+
+    def _single_moves(
+        self, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(shard, slot, source, target) of the shards among *rows* that changed one
+        slot only, away from an active node (the moves prune, shortcut and lighten may
+        undo or redirect: the restored row is the valid starting one)."""
+        before = self.state.placement.nodes
+        changed = self.nodes[rows] != before[rows]
+        one = changed.sum(axis=1) == 1
+        r_idx, slot = np.nonzero(changed & one[:, None])
+        shard = rows[r_idx]
+        src = before[shard, slot].astype(np.int64)
+        dst = self.nodes[shard, slot].astype(np.int64)
+        keep = (src >= 0) & self.active[np.maximum(src, 0)]
+        return shard[keep], slot[keep], src[keep], dst[keep]
 
     def _bad_rows(self) -> np.ndarray:
         """Shards whose starting row broke a rule (left alone by prune and shortcut)."""
