@@ -200,6 +200,41 @@ def test_no_balance_move_of_a_plan_could_simply_be_undone(scenario):
     assert e.prune() == 0
 
 
+def test_a_copy_that_must_cross_regions_takes_the_cheapest_link():
+    # Shards on eu-a and eu-b; eu-b fails, eu has no other zone, so the copies cross:
+    # to us at 0.01 per GB or to ap at 0.10. The ap nodes are empty (the most room),
+    # the us ones half full: balance alone would pick ap, within the goal cost picks us.
+    TB = 1e12
+    ids = ["eu-a", "eu-b", "us-a", "us-b", "ap-a", "ap-b"]
+    cluster = placement.Cluster.build(
+        node_ids=ids,
+        resources=["disk_bytes"],
+        capacity=[[10 * TB]] * 6,
+        levels=["region", "zone"],
+        location=[[i[:2], i] for i in ids],
+        links=[
+            {"a": "eu", "b": "us", "latency_ms": 80, "cost_per_gb": 0.01},
+            {"a": "eu", "b": "ap", "latency_ms": 200, "cost_per_gb": 0.10},
+            {"a": "us", "b": "ap", "latency_ms": 150, "cost_per_gb": 0.10},
+        ],
+    )
+    n = 8
+    filler = [[2, 3]] * n  # us holds half-full nodes of other shards
+    shards = placement.Shards.build(cluster, demand=[[0.5 * TB]] * (2 * n), replicas=2)
+    rows = [[0, 1]] * n + filler
+    state = placement.State(
+        cluster,
+        shards,
+        placement.Placement.build(rows, n_nodes=6, width=2),
+        placement.Policy(spread_level="zone"),
+    )
+    failed = with_node_state(state, ["eu-b"], "failed")
+    p = plan(failed, target_imbalance=10.0)
+    assert p.n_moves == n and not check(failed, p.target_nodes)
+    regions = {failed.cluster.node_ids[t][:2] for t in p.target.tolist()}
+    assert regions == {"us"}, regions
+
+
 def test_drain_copies_come_free_when_room_allows():
     """Targets prefer regions that already hold a live replica: no cross-region copy."""
     state = placement.synthetic_state(100, 10_000, seed=0)

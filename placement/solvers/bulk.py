@@ -108,6 +108,21 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     return count
 
 
+def _may_land(
+    e: EngineArrays,
+    tgt: np.ndarray,
+    other_dom: np.ndarray,
+    other_nodes: np.ndarray,
+    source: np.ndarray,
+) -> np.ndarray:
+    """Whether each item may land on *tgt*: its domain holds fewer than max_per_domain of
+    the shard's other replicas, the node does not hold the shard already, and it is not
+    where the replica is (that would be no move)."""
+    ok = (other_dom == e.dom[tgt][:, None]).sum(axis=1) < e.max_per_domain
+    ok &= ~(other_nodes == tgt[:, None]).any(axis=1)
+    return ok & (tgt != source)
+
+
 def place(
     e: EngineArrays,
     shard: np.ndarray,
@@ -121,6 +136,9 @@ def place(
     quota: np.ndarray | None = None,
     quota_rounds: int = 1 << 30,
     settle_within: np.ndarray | None = None,
+    cheap_rounds: int = 0,
+    cost_per_gb: np.ndarray | None = None,
+    next_node: bool = True,
 ) -> np.ndarray:
     """Choose a target node for each (shard, slot) item; -1 where none was found.
 
@@ -138,6 +156,11 @@ def place(
     place the rest by room alone. Items that find no home stay, and landings are
     cancelled where that overfills a node beyond *settle_within* (N, R) (default: the
     highest level's caps; a node may always return to its load before the batch).
+
+    In the *cheap_rounds* rounds after the home rounds an item may land in its home
+    regions or in those it reaches at the lowest transfer cost per GB from a live
+    replica of its shard (*cost_per_gb*: region x region). With *next_node*, an item
+    laid on a node its shard may not use tries the next node of the layout at once.
     """
     k_items = shard.size
     target = np.full(k_items, -1, dtype=np.int64)
@@ -152,12 +175,24 @@ def place(
     work = e.nodes.copy()  # tentative placement: later rounds see earlier landings
     n_regions = int(e.region.max()) + 1 if e.region.size else 1
     home_all = np.zeros((k_items, n_regions), dtype=bool)
-    if home_rounds:
+    cheap_all = np.ones((k_items, n_regions), dtype=bool)
+    if home_rounds or cheap_rounds:
         rows = e.nodes[shard].astype(np.int64)
         live = rows >= 0
         live[live] = e.alive[rows[live]]
         rr, cc = np.nonzero(live)
         home_all[rr, e.region[rows[rr, cc]]] = True
+        if cheap_rounds and cost_per_gb is not None and (cost_per_gb > 0).any():
+            # Cheapest cost per GB to each region from any live replica (inf: none).
+            from_live = np.where(
+                live[:, :, None],
+                cost_per_gb[e.region[np.maximum(rows, 0)], :n_regions],
+                np.inf,
+            ).min(axis=1)
+            away = np.where(home_all, np.inf, from_live)
+            cheapest = away.min(axis=1, keepdims=True)
+            cheap_all = home_all | (away <= cheapest * (1 + 1e-9))
+            cheap_all[~np.isfinite(cheapest[:, 0])] = True  # no live replica: anywhere
     use_quota = quota is not None and kind is not None
     quota_left = np.array(quota, dtype=float) if quota is not None else np.zeros((0, 0))
     pending = np.arange(k_items)
@@ -188,6 +223,8 @@ def place(
             home = home_all[now]
             anywhere = ~np.any(home, axis=1)  # no live replica: no home to prefer
             ok_region &= home | anywhere[:, None]
+        elif round_no < home_rounds + cheap_rounds:
+            ok_region &= cheap_all[now]
         item_vec = e.demand[s_now] / e.unit[None, :]
         item_mix = _mix(item_vec)
         # Group by (residency class, regions); the most restricted go first, so scarce
@@ -251,12 +288,20 @@ def place(
             mid = (np.cumsum(sizes) - sizes / 2) * stretch
             where = np.minimum(np.searchsorted(cum, mid, side="right"), cand.size - 1)
             tgt = cand[where]
-            ok = mid < total
-            # Spread: the target's domain holds fewer than max_per_domain of the others;
-            # and the target does not hold the shard already.
-            ok &= (other_dom[members] == e.dom[tgt][:, None]).sum(axis=1) < e.max_per_domain
-            ok &= ~(other_nodes[members] == tgt[:, None]).any(axis=1)
-            ok &= tgt != source[now[members]]  # landing where it is would be no move
+            inside = mid < total
+            o_dom, o_nodes, src_now = other_dom[members], other_nodes[members], source[now[members]]
+            ok = inside & _may_land(e, tgt, o_dom, o_nodes, src_now)
+            # A replica laid on a node its shard may not use tries the next node of
+            # the layout. (Otherwise it waits for the next round, and may land there
+            # on the same node again: a lone item always lands mid-layout.)
+            retry = np.flatnonzero(inside & ~ok)
+            if next_node and retry.size and cand.size > 1:
+                tgt_alt = tgt.copy()
+                tgt_alt[retry] = cand[(where[retry] + 1) % cand.size]
+                ok_alt = _may_land(e, tgt_alt, o_dom, o_nodes, src_now)
+                take_alt = retry[ok_alt[retry]]
+                tgt[take_alt] = tgt_alt[take_alt]
+                ok[take_alt] = True
             idx = np.flatnonzero(ok)
             if idx.size == 0:
                 continue
