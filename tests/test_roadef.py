@@ -533,6 +533,49 @@ def test_revert_kick_sends_items_home_exactly() -> None:
     assert ev.feasible and ev.total == search.total
 
 
+@pytest.mark.parametrize("strategy", ["hot", "home", "random"])
+def test_lns_steps_never_worsen_and_stay_exact(strategy: str) -> None:
+    inst, original = _load("a1_2")
+    problem = roadef_problem(inst)
+    search = _Search(problem, original.copy(), seed=1)
+    search._shift_pass(float("inf"))
+    for _ in range(25):
+        before = search.total
+        nodes, prefer = search._lns_pick(strategy, 3)
+        assert len(set(nodes)) == len(nodes) == 3
+        items = search._lns_free(nodes, prefer, 40)
+        assert np.isin(search.node_of[items], nodes).all()
+        delta = search._lns_step(nodes, items, 0.05)
+        if delta is None:
+            assert search.total == before
+        else:
+            assert delta < 0 and search.total == before + delta
+    ev = evaluate_reassignment(problem, original, search.node_of)
+    assert ev.feasible and ev.total == search.total
+
+
+def test_first_descent_keeps_relocation_only_when_it_wins_clearly() -> None:
+    inst, original = _load("a1_2")
+    problem = roadef_problem(inst)
+    plain = _Search(problem, original.copy(), seed=2)
+    plain._descend_once(float("inf"))
+    # A margin of 1 can never be beaten: the plain start is kept, exactly.
+    strict = _Search(problem, original.copy(), seed=2)
+    strict.relocate_first_margin = 1.0
+    strict._first_descent(float("inf"))
+    assert not strict.relocating
+    assert (strict.node_of == plain.node_of).all() and strict.total == plain.total
+    # With no margin the better start is kept, so it is never worse than plain.
+    loose = _Search(problem, original.copy(), seed=2)
+    loose.relocate_first_margin = 0.0
+    loose._first_descent(float("inf"))
+    assert loose.total <= plain.total
+    assert loose.relocating == (loose.total < plain.total)
+    for search in (strict, loose):
+        ev = evaluate_reassignment(problem, original, search.node_of)
+        assert ev.feasible and ev.total == search.total
+
+
 @pytest.mark.parametrize(("name", "rounds"), [("a1_2", 6), ("a2_2", 10)])
 def test_perturbed_search_is_deterministic_per_seed(name: str, rounds: int) -> None:
     # a2_2 starts by relocating (huge items, transient resources), a1_2 does not.
