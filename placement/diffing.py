@@ -275,6 +275,7 @@ def plan_from_target(
     before_v = check(state, before_nodes, load=before_load) if before is None else before
 
     changed_s, changed_j = np.nonzero(final != before_nodes)
+    changed_rows = np.unique(changed_s)  # shards whose row the plan changes
     default = np.int8(REASONS.index(default_reason))
     order = np.argsort(changed_s, kind="stable")
     shard = changed_s[order].astype(np.int64)
@@ -300,7 +301,7 @@ def plan_from_target(
     # Only the changed rows are checked again (recheck equals check, entry for entry;
     # 0.25 s less at a million shards).
     after_v = (
-        recheck(state, before_v, final, np.unique(changed_s), load=after_load)
+        recheck(state, before_v, final, changed_rows, load=after_load)
         if after is None
         else after
     )
@@ -338,7 +339,7 @@ def plan_from_target(
     before_metrics = _metrics(
         state, before_nodes, before_load, before_v, latency_target_ms, service=services
     )
-    before_svc, changed_rows = services[0], np.unique(changed_s)
+    before_svc = services[0]
     out_stats = dict(stats or {})
     out_stats.update(
         {
