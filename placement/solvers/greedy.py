@@ -183,6 +183,7 @@ class _Engine:
         self.bytes_moved = 0.0
         self.unplaced: list[int] = []
         self._before_check: Violations | None = None
+        self._bad: np.ndarray | None = None  # see _bad_rows
         #: Seconds spent solving the balance LP of the trade round (0: no trade round).
         self.trade_lp_s = 0.0
         #: Share of the LP's sent bytes that are trades (0: no trade round was tried).
@@ -1212,19 +1213,22 @@ class _Engine:
         return shard[keep], slot[keep], src[keep], dst[keep]
 
     def _bad_rows(self) -> np.ndarray:
-        """Shards whose starting row broke a rule (left alone by prune and shortcut)."""
-        v0 = self.before_check
-        bad = np.zeros(self.nodes.shape[0], dtype=bool)
-        for pairs in (v0.residency, v0.failed, v0.draining, v0.spread, v0.regions):
-            if len(pairs):
-                bad[pairs[:, 0]] = True
-        return bad
+        """Shards whose starting row broke a rule (left alone by prune, shortcut and
+        lighten); computed once, from the check of the input."""
+        if self._bad is None:
+            v0 = self.before_check
+            bad = np.zeros(self.nodes.shape[0], dtype=bool)
+            for pairs in (v0.residency, v0.failed, v0.draining, v0.spread, v0.regions):
+                if len(pairs):
+                    bad[pairs[:, 0]] = True
+            self._bad = bad
+        return self._bad
 
     def _row_ok(self, shard: np.ndarray, slot: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Whether each shard's row stays valid with its *slot* moved to *node*."""
         others, other_dom, other_reg = bulk._others(self, self.nodes, shard, slot)
-        ok = ~(others == node[:, None]).any(axis=1)
-        ok &= (other_dom == self.dom[node][:, None]).sum(axis=1) < self.max_per_domain
+        # (No source to exclude: every caller moves the slot off its current node.)
+        ok = bulk._may_land(self, node, other_dom, others, np.full(node.size, -1))
         regions = np.concatenate([other_reg, self.region[node][:, None]], axis=1)
         ok &= bulk._distinct(regions) >= self.required_regions[shard]
         ok &= self.allowed_dom[self.res_class[shard], self.dom[node]]
