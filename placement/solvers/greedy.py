@@ -76,8 +76,10 @@ TRADE_MARGIN = 0.002
 SHORTCUT_TRIES = 8
 #: Candidates per moved replica that :meth:`_Engine.lighten` tries, of each kind.
 LIGHTEN_TRIES = 4
-#: Most active nodes for which :meth:`_Engine.tidy` runs :meth:`_Engine.lighten`.
-LIGHTEN_UP_TO = 2000
+#: Most changed shards for which :meth:`_Engine.tidy` runs :meth:`_Engine.lighten`
+#: (its time grows with them: 0.5 s at tier L skew, 90,000 moves, for 1% of the bytes;
+#: 0.9 s at tier L add 10%, 240,000 moves, for 0.3%, too dear for the 5 s target).
+LIGHTEN_MOVES_UP_TO = 150_000
 
 
 @dataclass(frozen=True)
@@ -1029,10 +1031,8 @@ class _Engine:
         """Prune, shortcut relays, lighten moves, pruning again after each; moves saved
         (``lighten`` saves bytes, not moves: it counts replacements)."""
         saved = self.prune()
-        # (lighten sorts every resident replica: 0.5-1.2 s at tier L for 0.3-1% of the
-        # bytes, too dear for the 5 s target there; 0.02-0.05 s at tier M.)
         steps = [self.shortcut]
-        if self.active_count <= LIGHTEN_UP_TO:
+        if self._changed_rows().size <= LIGHTEN_MOVES_UP_TO:
             steps.append(self.lighten)
         for step in steps:
             done = step()
@@ -1159,9 +1159,13 @@ class _Engine:
         # judged against the current rows in every round.
         row_changed = (self.nodes != before).any(axis=1)
         n_nodes = self.load.shape[0]
+        # Only the sources of moves hold candidates (at tier L skew half the nodes).
+        source = np.zeros(n_nodes, dtype=bool)
+        source[self._single_moves(self._changed_rows(row_changed))[2]] = True
+        source &= self.active
         rr, cc = np.nonzero((self.nodes >= 0) & ~row_changed[:, None] & ~self.pinned)
         node = self.nodes[rr, cc].astype(np.int64)
-        keep = self.active[node]
+        keep = source[node]
         rr, cc, node = rr[keep], cc[keep], node[keep]
         size = self.size
         top = max(float(size.max(initial=0.0)), 1e-300)
