@@ -63,7 +63,10 @@ SHED_BANDS = (2.0, 1.0, 0.75, 0.5, 0.375, 0.25, 0.125, 0.0)
 #: A band that leaves more than this share of its bytes unplaced ends the banded round:
 #: the rest of the cluster cannot go lower without trades.
 BAND_STOP_SHARE = 0.1
-#: Placement rounds per band: receivers up to the goal, then up to the band's threshold.
+#: Placement rounds per band: receivers up to the goal in the regions that hold a live
+#: replica, then up to the band's threshold in those or the ones reached by the
+#: cheapest link. (Crossing anywhere in those last rounds: tier L skew 3x the transfer
+#: cost; home regions only: tier L add 10% ended 0.3 point higher.)
 BAND_ROUNDS = (8, 2)
 
 #: The trade round aims this far (in units of the mean) below the goal, so that what
@@ -619,7 +622,8 @@ class _Engine:
         ranked: a replica's *level* is its node's pressure before it leaves (largest
         replicas leave first). Band by band, from ``goal + 2 x imbalance`` down to the
         goal (:data:`SHED_BANDS`), the replicas above the band's threshold are placed,
-        receivers first up to the goal and then up to the threshold. The round ends at
+        receivers first up to the goal and then up to the threshold
+        (:data:`BAND_ROUNDS`). The round ends at
         the first band that leaves more than :data:`BAND_STOP_SHARE` of its bytes
         unplaced: there the cluster cannot go lower without trades, and shedding the
         lower bands would only send bytes that the final peak does not need.
@@ -664,7 +668,9 @@ class _Engine:
                 b_slot,
                 levels=[goal] * BAND_ROUNDS[0] + [max(goal, threshold)] * BAND_ROUNDS[1],
                 rng=self.rng,
-                home_rounds=3,
+                home_rounds=BAND_ROUNDS[0],
+                cheap_rounds=BAND_ROUNDS[1],
+                cost_per_gb=self.state.cluster.region_graph.cost_per_gb,
                 region_ok=self._service_regions(b_shard, b_slot),
                 next_node=False,
             )
