@@ -27,14 +27,18 @@ DEFAULT_COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
+#: Ratios shown with three decimals: the targets (1.05x the bound) sit at the second.
+RATIOS = ("bytes_over_bound",)
+
+
+def _cell(value: Any, column: str = "") -> str:
     if isinstance(value, dict):
         return " / ".join(_cell(v) for v in value.values())
     if isinstance(value, float):
+        if column in RATIOS or abs(value) < 1:
+            return f"{value:.3f}"
         if abs(value) >= 1e9:
             return f"{value / 1e12:,.2f} TB"
-        if abs(value) < 1:
-            return f"{value:.3f}"
         return f"{value:,.2f}"
     return "-" if value is None else str(value)
 
@@ -47,7 +51,7 @@ def table(path: Path, columns: tuple[str, ...]) -> str:
     ]
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
-        cells = [_cell(info.get(c)) for c in columns]
+        cells = [_cell(info.get(c), c) for c in columns]
         lines.append(
             f"| {bench['name']} | {bench['stats']['min']:.2f} | " + " | ".join(cells) + " |"
         )
