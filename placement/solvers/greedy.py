@@ -593,14 +593,12 @@ class _Engine:
         keep = quota > 0
         rows, cols, node, kind, quota = rows[keep], cols[keep], node[keep], kind[keep], quota[keep]
         size = self.size[rows]
-        # Per node and type, smallest first while the running total stays within the
-        # quota, rounded to the nearest replica: small replicas fill the receivers'
-        # quotas closely. (Largest first: 20 nodes x 2,000 shards, 2% goal, 6,882 GB
-        # instead of 6,744; tier M add 10% 1.083x the bound instead of 1.076x. Taking
-        # the replicas richest in what the node must shed first placed a quarter fewer
-        # bytes: extremes fit fewer receivers.)
+        # Per node and type, largest first while the running total stays within the
+        # quota, rounded to the nearest replica. (Taking the replicas richest in what
+        # the node must shed first placed a quarter fewer bytes: extremes fit fewer
+        # receivers.)
         seg = node * lp.n_types + kind
-        order = np.lexsort((size, seg))
+        order = np.lexsort((-size, seg))
         rows, cols, seg, size, quota = (a[order] for a in (rows, cols, seg, size, quota))
         take = bulk._segment_cumsum(size, seg) - size / 2 <= quota
         shard, slot = rows[take].astype(np.int64), cols[take].astype(np.int64)
