@@ -503,9 +503,9 @@ class _Engine:
         The goal is ``1 + target_imbalance``; under a byte budget it is raised to the
         lowest level whose estimated shedding fits the budget, so the budget buys the
         largest drop of the peak. Where the excess nearly fills the room below the goal
-        (:meth:`_crowded`), shedding goes in bands (:meth:`_banded_round`); otherwise
-        in one batch. Batched water-filling steps then take the peak further down. Replicas that find no
-        target stay where they are; the one-at-a-time balance finishes the job.
+        (:meth:`_crowded`), shedding goes in bands (:meth:`_banded_round`); otherwise in
+        one batch. Batched water-filling steps then take the peak further down. Replicas
+        that find no target stay where they are; the one-at-a-time balance finishes.
         """
         goal = 1.0 + target_imbalance
         if self.moves_left <= 0 or self.bytes_left <= 0:
@@ -647,16 +647,16 @@ class _Engine:
         replicas leave first). Band by band, from ``goal + 2 x imbalance`` down to the
         goal (:data:`SHED_BANDS`), the replicas above the band's threshold are placed,
         receivers first up to the goal and then up to the threshold
-        (:data:`BAND_ROUNDS`). The round ends at
-        the first band that leaves more than :data:`BAND_STOP_SHARE` of its bytes
-        unplaced: there the cluster cannot go lower without trades, and shedding the
-        lower bands would only send bytes that the final peak does not need.
+        (:data:`BAND_ROUNDS`). The round ends at the first band that leaves more than
+        :data:`BAND_STOP_SHARE` of its bytes unplaced: there the cluster cannot go lower
+        without trades, and shedding the lower bands would only send bytes that the
+        final peak does not need.
 
         (Shedding everything to the goal in one batch left 10% unplaced at tier L add
         10%, scattered over 6,900 nodes, and the steps after it relayed and gave back
-        bytes: 4,905 TB for 3.50% imbalance, 1.044x the bound, 5.3 s. Banded: 4,737 TB
-        for 3.61%, 1.016x, 3.5 s. Skew: 1.107x at 4.06% -> 1.055x at 4.18%; M skew
-        1.071x at 4.27% -> 1.043x at 4.32%.)
+        bytes: 4,905 TB for 3.50% imbalance, 1.044x the bound, 5.3 s. Banded: 4,777 TB
+        for 3.49%, 1.016x, 4.3 s. L skew: 1.107x at 4.06% -> 1.045x at 4.05%; M skew
+        1.071x at 4.27% -> 1.048x at 4.41%.)
         """
         caps = bulk.level_caps(self, goal)
         shard, slot = bulk.shed(
