@@ -558,7 +558,7 @@ def test_first_descent_keeps_relocation_only_when_it_wins_clearly() -> None:
     inst, original = _load("a1_2")
     problem = roadef_problem(inst)
     plain = _Search(problem, original.copy(), seed=2)
-    plain._descend_once(float("inf"))
+    plain._plain_descent(float("inf"))
     # A margin of 1 can never be beaten: the plain start is kept, exactly.
     strict = _Search(problem, original.copy(), seed=2)
     strict.relocate_first_margin = 1.0
@@ -574,6 +574,30 @@ def test_first_descent_keeps_relocation_only_when_it_wins_clearly() -> None:
     for search in (strict, loose):
         ev = evaluate_reassignment(problem, original, search.node_of)
         assert ev.feasible and ev.total == search.total
+
+
+@pytest.mark.parametrize("name", ["a1_2", "a2_2"])
+def test_priced_descent_leaves_more_transient_room_and_stays_exact(name: str) -> None:
+    """A descent that prices the transient room an item leaves held on its initial node
+    holds less of it there than the unpriced descent; the plain start (priced, then on
+    the true cost) is feasible with its cost tracked exactly."""
+    inst, original = _load(name)
+    problem = roadef_problem(inst)
+
+    def held(search: _Search) -> int:
+        away = search.node_of != original
+        return int((problem.demand[away] * problem.transient * problem.soft_capacity_cost).sum())
+
+    priced = _Search(problem, original.copy(), seed=2)
+    priced.pricing = True
+    priced._descend_once(float("inf"))
+    unpriced = _Search(problem, original.copy(), seed=2)
+    unpriced._descend_once(float("inf"))
+    assert held(priced) < held(unpriced)
+    start = _Search(problem, original.copy(), seed=2)
+    start._plain_descent(float("inf"))
+    ev = evaluate_reassignment(problem, original, start.node_of)
+    assert ev.feasible and ev.total == start.total
 
 
 @pytest.mark.parametrize(("name", "rounds"), [("a1_2", 6), ("a2_2", 10)])

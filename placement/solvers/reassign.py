@@ -818,6 +818,11 @@ class _Search:
         self.relocate_first_passes = 3  # relocation passes before the first descent
         # Least share of the cost by which the relocate-first start must win to be kept.
         self.relocate_first_margin = 0.005
+        # In the plain first descent, a shift that takes an item away from its initial
+        # node pays this many times the load-cost weight per unit of each transient
+        # resource it leaves held there, and a shift home earns it back (0: off).
+        self.transient_price = 1.0
+        self.pricing = False  # whether shift scores carry that price now
         self.relocate_attempts = 1000  # most relocations those passes try
         self.relocating = True  # relocate after perturbing (decided by the first descent)
         self.relocate_max_eject = 6  # most items ejected to make room for one
@@ -1039,6 +1044,13 @@ class _Search:
         pm = self.pm[items]
         was = a != o
         home = self.node_range[None, :] == o[:, None]
+        if self.pricing:
+            # A transient resource stays in use on the initial node when its item
+            # leaves: the price makes the first descent spend that room only where
+            # the gain is worth it (coming home frees it again).
+            held = (d * self.T.astype(_I64) * self.w[None, :]).sum(axis=1)
+            held = (self.transient_price * held).astype(_I64)
+            delta += np.where(home, -(held * was)[:, None], (held * ~was)[:, None])
         delta += np.where(home, 0, pm[:, None]) - (pm * was)[:, None]
         if self.mmw:
             mrow = self.mm[o]
@@ -1449,7 +1461,7 @@ class _Search:
         perturbations relocate.
         """
         start = self.node_of.copy()
-        self._descend_once(deadline)
+        self._plain_descent(deadline)
         plain, plain_total = self.node_of.copy(), self.total
         self._reset(start)
         self._relocate_passes(deadline)
@@ -1460,6 +1472,20 @@ class _Search:
         self.relocating = self.total < plain_total * (1 - self.relocate_first_margin)
         if not self.relocating:
             self._reset(plain)
+
+    def _plain_descent(self, deadline: float) -> None:
+        """The plain start: descent with transient room priced (``transient_price``),
+        then descent on the true cost.
+
+        (Greedy shifts spent the room on small gains. At 60 s, seed 0: set B mean gap
+        1.28% -> 0.47% (b_1 8.75% -> 3.12%), set A 8.63% -> 7.32% (a2_3 17.7% -> 12.9%,
+        a2_1 22.8% -> 15.0%; a1_4 4.5% -> 5.5% and a2_5 25.4% -> 26.5% lost).)
+        """
+        self.pricing = self.transient_price > 0 and self.has_transient
+        self._descend_once(deadline)
+        if self.pricing:
+            self.pricing = False
+            self._descend_once(deadline)
 
     def _descend_once(self, deadline: float) -> None:
         """Shift descent, one swap sweep, shift descent: the comparison point of starts."""
