@@ -74,7 +74,8 @@ cost quality but never correctness. One *round* runs:
    perturbing has not paid for a few rounds.
 
 The first round starts in two ways and compares them after one shift-swap-shift
-descent: plain, and after relocation passes; the relocated start is kept only if it
+descent: plain (whose descent first prices the transient room an item leaves held on
+its initial node, then runs on the true cost), and after relocation passes; the relocated start is kept only if it
 wins by more than a small share of the cost (it spends transient capacity, which the
 cost does not price). Relocating first spends the nodes'
 transient capacity on the biggest blocked gains before greedy shifts spend it on small
