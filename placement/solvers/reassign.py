@@ -75,9 +75,9 @@ cost quality but never correctness. One *round* runs:
 
 The first round starts in two ways and compares them after one shift-swap-shift
 descent: plain (whose descent first prices the transient room an item leaves held on
-its initial node, then runs on the true cost), and after relocation passes; the relocated start is kept only if it
-wins by more than a small share of the cost (it spends transient capacity, which the
-cost does not price). Relocating first spends the nodes'
+its initial node, then runs on the true cost), and after relocation passes; the
+relocated start is kept only if it wins by more than a small share of the cost (it
+spends transient capacity, which the cost does not price). Relocating first spends the nodes'
 transient capacity on the biggest blocked gains before greedy shifts spend it on small
 ones; it wins when a few huge items fit on few nodes, and loses when many mid-sized
 items need exchanges that relocation blocks. Only if it wins do *revert*
