@@ -662,7 +662,7 @@ class _Engine:
         shard, slot = bulk.shed(
             self,
             np.where(self.active[:, None], caps, np.inf),
-            self.pinned.copy(),
+            self.pinned,  # (read only)
             self.size_index,
             self._replicas_on,
         )
