@@ -75,9 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--method",
-        choices=("fast", "exact"),
+        choices=("fast", "lns", "exact"),
         default="fast",
-        help="fast: the vectorized engine (default); exact: CP-SAT (small clusters)",
+        help="fast: the vectorized engine (default); lns: the engine, then CP-SAT over "
+        "neighbourhoods of 2-3 nodes for the rest of the time limit; exact: CP-SAT "
+        "(small clusters)",
+    )
+    plan.add_argument(
+        "--lns-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --method lns: most neighbourhoods (reproducible on any machine)",
     )
     shown = plan.add_mutually_exclusive_group()
     shown.add_argument("--quiet", action="store_true", help="no progress line")
@@ -192,6 +201,7 @@ def _plan(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial,
         progress=progress,
         method=args.method,
+        lns_steps=args.lns_steps,
     )
     if show and tty:
         print(file=sys.stderr)

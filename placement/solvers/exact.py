@@ -1214,6 +1214,39 @@ def _objective(data: _Data, rows: np.ndarray) -> dict[str, float]:
     }
 
 
+def objective_of(
+    state: State,
+    rows: np.ndarray,
+    *,
+    target_imbalance: float = 0.02,
+    weights: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The exact model's objective terms of a whole placement (no model is built).
+
+    *weights* is the per-resource array :func:`check_options` returns (default 1 each).
+    The terms are those of :attr:`ExactResult.objective`: ``excess_pressure`` (largest
+    weighted utilization over ``1 + target_imbalance`` times the mean, 0 when within),
+    ``bytes_moved`` and ``transfer_cost`` against ``state.placement``.
+
+    >>> import placement
+    >>> st = placement.synthetic_state(15, 60, seed=3)
+    >>> objective_of(st, st.placement.nodes, target_imbalance=10.0)
+    {'excess_pressure': 0.0, 'bytes_moved': 0.0, 'transfer_cost': 0.0}
+    """
+    w = np.ones(state.cluster.n_resources) if weights is None else np.asarray(weights, float)
+    start = _check_rows(state, rows, "rows")
+    data = _prepare(
+        state,
+        start,
+        np.zeros(0, dtype=np.int64),
+        np.zeros(state.cluster.n_nodes, dtype=bool),
+        _Budget(),
+        float(target_imbalance),
+        w,
+    )
+    return _objective(data, start)
+
+
 def _symmetric_hint(data: _Data, rows: np.ndarray) -> np.ndarray:
     """Relabel interchangeable nodes in a hint so that it satisfies the symmetry order
     (size load non-increasing along each class)."""
@@ -1574,7 +1607,7 @@ def plan_exact(
     final = result.nodes
     s_chg, j_chg = np.nonzero(final != before)
     reasons = np.full(before.shape, -1, dtype=np.int8)
-    reasons[s_chg, j_chg] = _reasons(
+    reasons[s_chg, j_chg] = slot_reasons(
         state, s_chg.astype(np.int64), before[s_chg, j_chg].astype(np.int64)
     )
     stats: dict[str, Any] = dict(result.stats)
@@ -1607,7 +1640,7 @@ def plan_exact(
     )
 
 
-def _reasons(state: State, shard: np.ndarray, source: np.ndarray) -> np.ndarray:
+def slot_reasons(state: State, shard: np.ndarray, source: np.ndarray) -> np.ndarray:
     """Why each slot changed: the first rule its source replica breaks, else balance."""
     c = state.cluster
     v = check(state)
