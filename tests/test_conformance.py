@@ -1,6 +1,6 @@
 """Every solver path against the canonical instances of :mod:`tests.conformance`.
 
-To add a solver path (e.g. LNS), add one entry to ``SOLVERS``: a function
+To add a solver path, add one entry to ``SOLVERS``: a function
 ``(state, seed, options) -> Plan`` that raises :class:`~placement.InfeasibleError` when
 it finds no valid plan, and whether it must be optimal. Heuristic paths may list the
 instances where they are known to miss (``misses``: instance -> bytes they move), so
@@ -41,6 +41,12 @@ SOLVERS: dict[str, Solver] = {
         run=lambda state, seed, options: plan(state, seed=seed, time_limit_s=5, **options),
         exact=False,
         misses={i.name: i.greedy_bytes for i in INSTANCES if i.greedy_bytes is not None},
+    ),
+    "lns": Solver(
+        run=lambda state, seed, options: plan(
+            state, seed=seed, time_limit_s=30, method="lns", lns_steps=200, **options
+        ),
+        exact=False,
     ),
     "exact": Solver(
         run=lambda state, seed, options: plan_exact(state, seed=seed, time_limit_s=10, **options),

@@ -230,6 +230,23 @@ def _cost() -> State:
     )
 
 
+def _fewer_bytes_than_largest() -> State:
+    # Found by comparing the engine with brute force on random tiny states (seeded).
+    sizes = [(8, "a"), (25, "b"), (25, "a"), (10, "b"), (10, "a"), (15, "b")]
+    return make_state(
+        _one_region([100, 100, 100, 100]),
+        [{"size": z, "nodes": [n], "replicas": 1} for z, n in sizes],
+    )
+
+
+def _two_moves_at_once() -> State:
+    sizes = [(4, "b"), (15, "c"), (15, "d"), (15, "a"), (25, "c"), (25, "b"), (8, "e")]
+    return make_state(
+        _one_region([100, 100, 100, 100, 100]),
+        [{"size": z, "nodes": [n], "replicas": 1} for z, n in sizes],
+    )
+
+
 INSTANCES: list[Instance] = [
     Instance("noop", _noop, REPAIR_ONLY, (0, 0.0), "Already valid: nothing moves."),
     Instance(
@@ -312,6 +329,29 @@ INSTANCES: list[Instance] = [
         {"target_imbalance": 10.0, "max_moves": 2, "max_moves_per_node": 2},
         (0, 25.0),
         "drain-one with exactly the two moves it needs (d sheds two replicas).",
+    ),
+    Instance(
+        "shed-fewest-bytes",
+        _fewer_bytes_than_largest,
+        {"target_imbalance": 0.2},
+        (0, 43.0),
+        "a holds 8+25+10 = 43 and b 25+10+15 = 50 of 93 on four nodes of 100: the goal is "
+        "1.2 x 23.25 = 27.9 each. a must shed 15.1 or more: 8+10 = 18 (keep the 25) is "
+        "cheaper than the 25; b must shed 22.1 or more: 10+15 = 25. c and d take 18 and "
+        "25, 43 bytes in all. The engine sheds the largest replica of each (50 bytes).",
+        greedy_bytes=50.0,
+    ),
+    Instance(
+        "two-moves-at-once",
+        _two_moves_at_once,
+        {"target_imbalance": 0.05},
+        (1183, 19.0),
+        "Loads a 15, b 4+25, c 15+25, d 15, e 8 (mean 21.4): a 25 must stay somewhere, so "
+        "the best peak is 25 (0.1183 over 1.05 x the mean). It needs two moves together: "
+        "c's 15 to e (23) and b's 4 to a (19); 19 bytes. The engine moves c's 15 to d, "
+        "whose 30 becomes the peak, and no single move from there lowers the peak by half "
+        "of its bytes (min_gain), so it stops at 30 with 15 bytes.",
+        greedy_bytes=15.0,
     ),
 ]
 
