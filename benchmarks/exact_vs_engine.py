@@ -13,14 +13,17 @@ one row per case:
 * ``stages``: status of the balance / bytes / transfer-cost stages (O: proven optimal,
   F: best found in time); the cost stage is skipped when the cost is already 0;
 * ``engine vs opt``: engine bytes over the exact optimum minus 1, when both reach the same
-  balance (otherwise ``balance`` when the engine stops at a worse balance).
+  balance (otherwise ``balance`` when the engine stops at a worse balance);
+* with ``--lns S``: ``lns GB`` and ``lns vs opt``, the same for ``plan(method="lns")``
+  given S seconds (the engine, then CP-SAT over neighbourhoods of 2-3 nodes), and
+  ``lns excess``.
 
 The bound is the larger of CP-SAT's and the LP relaxation's (``polish``, on by default:
 exact mode also dives from the LP point and searches with LNS; ``--no-polish`` compares
 with the plain search).
 
 Run: ``python benchmarks/exact_vs_engine.py [--time-limit 60] [--workers 1] [--quick]
-[--no-polish]`` (``--quick``: the 500-shard cases only). Seeds are fixed; with
+[--no-polish] [--lns 60]`` (``--quick``: the 500-shard cases only). Seeds are fixed; with
 ``--workers 1`` a case that ends OPTIMAL gives the same row on any run.
 """
 
@@ -32,6 +35,7 @@ import time
 import numpy as np
 
 import placement
+from placement.plan import Plan
 from placement.planner import plan
 from placement.scenarios import with_failed_domain, with_new_nodes, with_node_state
 from placement.solvers.exact import PRESSURE_STEPS, solve_exact
@@ -68,6 +72,18 @@ def _excess(state: placement.State, nodes: np.ndarray, target: float) -> float:
     return max(float(p.max()) - (1 + target), 0.0)
 
 
+def _versus(p: Plan, excess: float, x_ex: float, x_gb: float) -> str:
+    """A plan's bytes over exact mode's, when it reaches the same balance."""
+    same_balance = round(excess * PRESSURE_STEPS) <= round(x_ex * PRESSURE_STEPS) + 1
+    if p.after["violations"]:
+        return "invalid"
+    if same_balance and x_gb > 0:
+        return f"{p.bytes_moved / 1e9 / x_gb - 1:+.2%}"
+    if same_balance:
+        return "0 = 0" if p.bytes_moved == 0 else "+inf"
+    return "balance"
+
+
 CASES = [
     (15, 500, "rebalance"),
     (15, 500, "drain-1"),
@@ -87,11 +103,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-polish", action="store_true", help="plain CP-SAT search, no LP dive")
+    ap.add_argument("--lns", type=float, default=None, metavar="S", help="also method='lns', S s")
     args = ap.parse_args()
     head = (
         f"{'nodes':>5} {'shards':>6} {'scenario':<10} {'engine excess':>13} {'engine GB':>10} "
         f"{'eng s':>6} {'status':<8} {'stages':<6} {'exact excess':>12} {'exact GB':>10} {'bound GB':>10} "
         f"{'gap':>7} {'exact s':>7} {'engine vs opt':>13} {'engine $':>8} {'exact $':>8}"
+        + (f" {'lns excess':>10} {'lns GB':>8} {'lns vs opt':>10}" if args.lns else "")
     )
     print(head)
     print("-" * len(head))
@@ -123,21 +141,21 @@ def main() -> None:
         stages = "/".join(st["status"][0] for st in result.stages)
         x_ex = result.objective["excess_pressure"]
         x_gb = result.objective["bytes_moved"] / 1e9
-        same_balance = round(e_ex * PRESSURE_STEPS) <= round(x_ex * PRESSURE_STEPS) + 1
-        if engine.after["violations"]:
-            versus = "invalid"
-        elif same_balance and x_gb > 0:
-            versus = f"{engine.bytes_moved / 1e9 / x_gb - 1:+.2%}"
-        elif same_balance:
-            versus = "0 = 0" if engine.bytes_moved == 0 else "+inf"
-        else:
-            versus = "balance"
+        versus = _versus(engine, e_ex, x_ex, x_gb)
+        lns_cols = ""
+        if args.lns:
+            lns = plan(state, method="lns", time_limit_s=args.lns, allow_partial=True, **options)
+            l_ex = _excess(state, lns.target_nodes, target)
+            lns_cols = (
+                f" {l_ex:>10.4f} {lns.bytes_moved / 1e9:>8.1f} {_versus(lns, l_ex, x_ex, x_gb):>10}"
+            )
         print(
             f"{n_nodes:>5} {n_shards:>6} {name:<10} {e_ex:>13.4f} "
             f"{engine.bytes_moved / 1e9:>10.1f} {t_engine:>6.1f} {result.status:<8} "
             f"{stages:<6} {x_ex:>12.4f} {x_gb:>10.1f} {result.bound['bytes_moved'] / 1e9:>10.1f} "
             f"{(result.gap or 0):>7.2%} {result.time_s:>7.1f} {versus:>13} "
-            f"{float(engine.cost.sum()):>8.2f} {result.objective['transfer_cost']:>8.2f}",
+            f"{float(engine.cost.sum()):>8.2f} {result.objective['transfer_cost']:>8.2f}"
+            + lns_cols,
             flush=True,
         )
 

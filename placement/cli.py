@@ -176,9 +176,11 @@ def _plan(args: argparse.Namespace) -> int:
     last = [-1.0]
 
     def progress(info: dict[str, object]) -> bool:
-        # On a terminal one line redrawn in place; elsewhere a line at most every 0.5 s.
+        # On a terminal one line redrawn in place; elsewhere a line at most every 0.5 s,
+        # and the last step of a counted phase.
         now = time.monotonic()
-        if show and (tty or now - last[0] >= 0.5):
+        final = info.get("total") is not None and info.get("done") == info.get("total")
+        if show and (tty or final or now - last[0] >= 0.5):
             last[0] = now
             total = f"/{info['total']}" if info.get("total") else ""
             start = "\r" if tty else ""

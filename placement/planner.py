@@ -516,16 +516,25 @@ def _improve_by_lns(
             "skipped": "the latency phase moved replicas; CP-SAT does not see latency"
         }
         return fast
+    from placement.diffing import LP_BOUND_UP_TO
     from placement.solvers.exact import slot_reasons
     from placement.solvers.lns import improve
 
+    traded = bool(fast.stats.get("traded"))
+    # A plan that trades is bounded by the balance LP; after a long search the LP with
+    # one group per node is worth its seconds (a tenth of the time left, at most 30 s).
+    lp_s = (
+        min(0.1 * time_left_s, 30.0)
+        if traded and int(state.cluster.active.sum()) <= LP_BOUND_UP_TO
+        else 0.0
+    )
     res = improve(
         state,
         fast.target_nodes,
         weights=weights,
         target_imbalance=float(target_imbalance),
         **budget,
-        time_limit_s=max(time_left_s, 0.0),
+        time_limit_s=max(time_left_s - lp_s, 0.0),
         seed=seed,
         max_steps=steps,
         progress=progress,
@@ -569,7 +578,8 @@ def _improve_by_lns(
         max_bytes=budget["max_bytes"],
         allow_partial=True,
         t0=t0,
-        lp_bound=bool(stats.get("traded")),
+        lp_bound=traded,
+        per_node_lp_s=lp_s,
     )
     if out.after["violations"]:  # pragma: no cover - the model encodes every rule check() tests
         raise AssertionError(f"internal error: the LNS plan violates {out.after}")

@@ -65,20 +65,20 @@ def test_lns_plans_are_sound_within_budget_never_worse_and_deterministic(seed, s
     assert np.array_equal(again.target_nodes, p.target_nodes)
 
 
-def test_lns_moves_fewer_bytes_where_the_engine_trades():
+def test_lns_improves_balance_and_bytes_where_the_engine_trades():
     """20 nodes x 600 shards, rebalance to 2% in two resources: the engine trades and
-    moves more than it must; 60 pairs of nodes already take bytes off, at the same
-    balance (measured: 2,156 -> 2,046 GB)."""
+    stops 0.098 points over the goal. 20 neighbourhoods lower both the peak and the bytes
+    (measured: 0.098 -> 0.074 points, 8,640 -> 8,497 GB)."""
     state = placement.synthetic_state(20, 600, seed=0)
     fast = plan(state)
-    p = plan(state, method="lns", lns_steps=60, time_limit_s=120)
+    p = plan(state, method="lns", lns_steps=20, time_limit_s=120)
     _assert_sound(state, p)
     assert fast.stats.get("traded")
-    assert _key(state, p.target_nodes)[0] == _key(state, fast.target_nodes)[0]
-    assert p.bytes_moved < 0.97 * fast.bytes_moved
+    assert _key(state, p.target_nodes)[0] < _key(state, fast.target_nodes)[0]
+    assert p.bytes_moved < fast.bytes_moved
     assert p.stats["fast_bytes_moved"] == pytest.approx(fast.bytes_moved)
     assert p.stats["lns"]["improved"] > 0
-    assert p.bytes_moved >= p.lower_bound_bytes
+    assert p.stats["lns"]["objective_before"]["bytes_moved"] == pytest.approx(fast.bytes_moved)
     # Moves LNS made for balance say so.
     assert set(p.reason_names()) == {"balance"}
 
@@ -149,7 +149,7 @@ def test_cli_lns_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     args = ["plan", str(path), "-o", str(out), "--method", "lns", "--lns-steps", "5"]
     assert main([*args, "--progress"]) == 0
     err = capsys.readouterr().err
-    assert "/5 steps" in err and "lns: " in err  # lines at most every 0.5 s
+    assert "lns: 5/5 steps" in err  # the last step of a counted phase is always shown
     p = load_plan(out, state)
     assert not placement.check(state, p.target_nodes)
     solver = json.loads(out.read_text())["summary"]["solver"]

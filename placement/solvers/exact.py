@@ -1068,6 +1068,7 @@ def _solve(
     redundant_constraints: bool,
     t0: float,
     polish: bool = False,
+    cost_work_share: float = 1.0,
 ) -> ExactResult:
     deadline = t0 + time_limit_s
     st = data.state
@@ -1152,7 +1153,7 @@ def _solve(
             share,
             seed,
             workers,
-            deterministic_time,
+            None if deterministic_time is None else cost_work_share * deterministic_time,
             "cost",
             polish=polish,
             # LNS only: the cost LP is slow (4-6 s at 20 x 2,000, against 2 s for bytes)
@@ -1447,6 +1448,7 @@ def solve_subproblem(
     seed: int = 0,
     workers: int = 1,
     deterministic_time: float | None = None,
+    cost_work_share: float = 1.0,
 ) -> tuple[np.ndarray, ExactResult]:
     """Re-optimize a neighbourhood of a working placement (one step of an LNS).
 
@@ -1470,6 +1472,8 @@ def solve_subproblem(
         worse than them when they are valid.
     max_moves, ..., workers, deterministic_time
         As in :func:`solve_exact` (a deterministic limit makes the step reproducible).
+    cost_work_share : float
+        Share of *deterministic_time* the transfer-cost stage (a tie-break) may use.
 
     Returns
     -------
@@ -1528,6 +1532,7 @@ def solve_subproblem(
         symmetry_breaking=True,
         redundant_constraints=True,
         t0=time.perf_counter(),
+        cost_work_share=cost_work_share,
     )
     out = start if result.nodes is None else result.nodes
     return out[order].copy(), result

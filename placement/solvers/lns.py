@@ -12,15 +12,23 @@ never worse than its start and satisfies every hard rule the model encodes.
 
 Which neighbourhoods
 --------------------
-Pairs of nodes first. A pair holds about 2/N of the replicas, so CP-SAT proves most
-pairs optimal in a tenth of a second (measured at 20 x 2,000: 0.07-0.2 s, against 1 s
-that did not suffice for four nodes), and a pair is where a trade lives: one node gives
-a large replica back and takes a smaller one, or gives the iops-heavy one of two.
+*Balance first*, while the plan is over the goal: the k most pressured nodes with the
+least pressured ones (k = 1 .. size-1), and with nodes drawn from the less pressured
+half, in neighbourhoods of 2 to 6 nodes, smallest first, back to 2 after every drop of
+the peak. The peak falls only if every node above the new peak gives load at once; in a
+cluster squeezed just over the goal in two resources (15 nodes x 500 shards, 2%: every
+node between 1.020 and 1.024) a neighbourhood with one of the top nodes cannot lower it.
+
+*Then bytes*, pairs of nodes first. A pair holds about 2/N of the replicas, so CP-SAT
+proves most pairs optimal in a tenth of a second (measured at 20 x 2,000: 0.07-0.2 s,
+against 1 s that did not suffice for four nodes), and a pair is where a trade lives:
+one node gives a large replica back and takes a smaller one, or gives the iops-heavy
+one of two.
 
 * Pairs whose nodes exchanged bytes in the plan come first, the most bytes first; then
   every other pair with a node that the plan touched (a source or a target) or that sits
-  at the peak, in an order drawn from the seed. Two untouched nodes below the peak can
-  only add bytes, so they are never paired.
+  above the goal, in an order drawn from the seed. Two untouched nodes under the goal
+  can only add bytes, so they are never paired.
 * A neighbourhood is solved again only when one of its nodes changed since its last
   solve (a version per node): a pass after an improvement costs what changed, not all
   pairs again.
@@ -28,6 +36,10 @@ a large replica back and takes a smaller one, or gives the iops-heavy one of two
   with two others, drawn from the seed); an improvement there sends the search back to
   pairs. A pass of triples without improvement ends the search: no pair or drawn triple
   can improve the plan (``stopped == "converged"``).
+
+Each neighbourhood is one :func:`~placement.solvers.exact.solve_subproblem` call with
+its three stages; the transfer-cost stage, a tie-break, gets a fifth of the step's work
+(at tier S it used to run out its whole limit in 15 of 25 pairs).
 
 Determinism
 -----------
@@ -54,8 +66,16 @@ __all__ = ["LnsResult", "improve"]
 
 #: CP-SAT deterministic seconds per neighbourhood; pairs at 20 x 2,000 need 0.02-0.3.
 STEP_WORK_S = 0.5
+#: Share of a step's deterministic time the transfer-cost stage (a tie-break) may use. At
+#: tier S (add 10%) it ran out its whole limit in 15 of 25 pairs, as long as the bytes
+#: stage that matters.
+COST_WORK_SHARE = 0.2
 #: Largest neighbourhood tried (nodes); four-node neighbourhoods rarely finish in a second.
 MAX_NODES = 3
+#: Balance phase: largest neighbourhood, and drawn neighbourhoods per size and number
+#: of top nodes.
+MAX_BALANCE_NODES = 6
+BALANCE_DRAWS = 4
 #: Pairs and triples per pass are capped at this many per candidate node, so that a pass
 #: over a large cluster ends (a pair costs about 0.1 s at 300 replicas per node).
 PER_NODE = 20
@@ -155,6 +175,50 @@ def _candidates(
     return cand, {k: v for k, v in pair_bytes.items() if c.active[k[0]] and c.active[k[1]]}
 
 
+def _by_pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Active nodes, most pressured first (pressure: the largest weighted utilization
+    over the cluster mean, as the engine and the exact model measure balance)."""
+    c, s = state.cluster, state.shards
+    load = node_load(state, rows)
+    total = (s.demand * s.replicas[:, None]).sum(axis=0)
+    act_cap = c.capacity[c.active].sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(act_cap > 0, total / act_cap, 0.0)
+        pressure = np.where(
+            (c.capacity > 0) & (mean > 0)[None, :],
+            weights[None, :] * load / (c.capacity * mean[None, :]),
+            0.0,
+        ).max(axis=1)
+    act = np.flatnonzero(c.active)
+    return act[np.argsort(-pressure[act], kind="stable")]
+
+
+def _balance_neighbourhoods(
+    size: int, ranked: np.ndarray, rng: np.random.Generator
+) -> list[tuple[int, ...]]:
+    """The k most pressured nodes with the size-k least pressured, for k = 1..size-1,
+    then the k most pressured with nodes drawn from the less pressured half.
+
+    The peak falls only if every node above the new peak gives load at once: when the
+    top nodes sit within a few hundredths of a point of each other (a cluster squeezed
+    just over the goal in two resources), a neighbourhood with one of them cannot lower
+    the maximum however it re-places its replicas."""
+    out: dict[tuple[int, ...], None] = {}
+    if ranked.size < size:
+        return []
+    half = ranked[ranked.size // 2 :]
+    for k in range(1, size):
+        top = ranked[:k].tolist()
+        out.setdefault(tuple(sorted([*top, *ranked[ranked.size - (size - k) :].tolist()])), None)
+        pool = half[~np.isin(half, ranked[:k])]
+        for _ in range(BALANCE_DRAWS):
+            if pool.size < size - k:
+                break
+            pick = rng.choice(pool, size=size - k, replace=False).tolist()
+            out.setdefault(tuple(sorted([*top, *pick])), None)
+    return list(out)
+
+
 def _neighbourhoods(
     size: int, cand: np.ndarray, active: np.ndarray, pair_bytes: dict, rng: np.random.Generator
 ) -> list[tuple[int, ...]]:
@@ -247,94 +311,157 @@ def improve(
     >>> res.objective["bytes_moved"] <= fast.bytes_moved + 1e-6
     True
     """
-    t0 = time.perf_counter()
-    start = state.placement.nodes
-    cur = np.array(rows, dtype=np.int32, copy=True)
-    budget: dict[str, Any] = dict(
-        max_moves=max_moves,
-        max_bytes=max_bytes,
-        max_moves_per_node=max_moves_per_node,
-        max_moves_per_group=max_moves_per_group,
+    search = _Search(
+        state,
+        rows,
+        weights=weights,
+        target=float(target_imbalance),
+        budget=dict(
+            max_moves=max_moves,
+            max_bytes=max_bytes,
+            max_moves_per_node=max_moves_per_node,
+            max_moves_per_group=max_moves_per_group,
+        ),
+        time_limit_s=time_limit_s,
+        seed=seed,
+        max_steps=max_steps,
+        step_work_s=step_work_s,
+        progress=progress,
     )
-    before = objective_of(state, cur, target_imbalance=target_imbalance, weights=weights)
-    obj = before
-    rng = np.random.default_rng(seed)
-    version = np.zeros(state.cluster.n_nodes, dtype=np.int64)
-    solved: dict[tuple[int, ...], tuple[int, ...]] = {}  # neighbourhood -> versions then
-    steps = improved = 0
-    stopped = "converged"
-    size = 2
-    while True:
-        cand, pair_bytes = _candidates(state, start, cur, weights, target_imbalance)
-        if cand.size == 0:
-            break
-        gained = False
-        for nb in _neighbourhoods(size, cand, state.cluster.active, pair_bytes, rng):
-            nodes = np.asarray(nb, dtype=np.int64)
-            if solved.get(nb) == tuple(version[nodes].tolist()):
-                continue  # nothing in it changed since it was solved
-            left = time_limit_s - (time.perf_counter() - t0)
-            if left <= 0.05:
-                stopped = "time"
-                break
-            if max_steps is not None and steps >= max_steps:
-                stopped = "steps"
-                break
-            shards = np.flatnonzero(np.isin(cur, nodes).any(axis=1))
-            new_rows, res = solve_subproblem(
-                state,
-                cur,
-                shards,
-                nodes,
-                **budget,
-                target_imbalance=target_imbalance,
-                weights=dict(zip(state.cluster.resources, weights.tolist(), strict=True)),
-                time_limit_s=left,
-                seed=seed + steps,
-                workers=1,
-                deterministic_time=step_work_s,
-            )
-            steps += 1
-            if (
-                res.nodes is not None
-                and "bytes_moved" in res.objective
-                and _better(res.objective, obj)
-            ):
-                cur[shards] = new_rows
-                obj = res.objective
-                version[nodes] += 1
-                improved += 1
-                gained = True
-            solved[nb] = tuple(version[nodes].tolist())
-            if progress is not None:
-                info = {
-                    "phase": "lns",
-                    "done": steps,
-                    "total": max_steps,
-                    "moves": _moves(start, cur),
-                    "bytes_moved": obj["bytes_moved"],
-                    "excess_pressure": obj["excess_pressure"],
-                }
-                if progress(info) is False:
-                    stopped = "progress"
+    try:
+        search.balance()
+        search.bytes()
+        search.stopped = "converged"
+    except _Stop as stop:
+        search.stopped = str(stop)
+    return LnsResult(
+        rows=search.cur,
+        objective_before=search.before,
+        objective=search.obj,
+        steps=search.steps,
+        improved=search.improved,
+        stopped=search.stopped,
+        time_s=time.perf_counter() - search.t0,
+    )
+
+
+class _Stop(Exception):
+    """The time, the step limit or the progress callback ends the search."""
+
+
+class _Search:
+    """The working placement, its objective and the bookkeeping of solved neighbourhoods."""
+
+    def __init__(
+        self,
+        state: State,
+        rows: np.ndarray,
+        *,
+        weights: np.ndarray,
+        target: float,
+        budget: dict[str, Any],
+        time_limit_s: float,
+        seed: int,
+        max_steps: int | None,
+        step_work_s: float,
+        progress: Callable[[dict[str, Any]], bool | None] | None,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.state, self.weights, self.target, self.budget = state, weights, target, budget
+        self.weight_map = dict(zip(state.cluster.resources, weights.tolist(), strict=True))
+        self.time_limit_s, self.seed, self.max_steps = time_limit_s, seed, max_steps
+        self.step_work_s, self.progress = step_work_s, progress
+        self.start = state.placement.nodes
+        self.cur = np.array(rows, dtype=np.int32, copy=True)
+        self.before = objective_of(state, self.cur, target_imbalance=target, weights=weights)
+        self.obj = self.before
+        self.rng = np.random.default_rng(seed)
+        self.version = np.zeros(state.cluster.n_nodes, dtype=np.int64)
+        self.solved: dict[tuple[int, ...], tuple[int, ...]] = {}  # nodes -> versions then
+        self.steps = self.improved = 0
+        self.stopped = "converged"
+
+    def step(self, nb: tuple[int, ...]) -> bool:
+        """Solve one neighbourhood; True when its answer replaced the working rows."""
+        nodes = np.asarray(nb, dtype=np.int64)
+        if self.solved.get(nb) == tuple(self.version[nodes].tolist()):
+            return False  # nothing in it changed since it was solved
+        left = self.time_limit_s - (time.perf_counter() - self.t0)
+        if left <= 0.05:
+            raise _Stop("time")
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            raise _Stop("steps")
+        shards = np.flatnonzero(np.isin(self.cur, nodes).any(axis=1))
+        new_rows, res = solve_subproblem(
+            self.state,
+            self.cur,
+            shards,
+            nodes,
+            **self.budget,
+            target_imbalance=self.target,
+            weights=self.weight_map,
+            time_limit_s=left,
+            seed=self.seed + self.steps,
+            workers=1,
+            deterministic_time=self.step_work_s,
+            cost_work_share=COST_WORK_SHARE,
+        )
+        self.steps += 1
+        gained = (
+            res.nodes is not None
+            and "bytes_moved" in res.objective
+            and _better(res.objective, self.obj)
+        )
+        if gained:
+            self.cur[shards] = new_rows
+            self.obj = res.objective
+            self.version[nodes] += 1
+            self.improved += 1
+        self.solved[nb] = tuple(self.version[nodes].tolist())
+        if self.progress is not None:
+            info = {
+                "phase": "lns",
+                "done": self.steps,
+                "total": self.max_steps,
+                "moves": _moves(self.start, self.cur),
+                "bytes_moved": self.obj["bytes_moved"],
+                "excess_pressure": self.obj["excess_pressure"],
+            }
+            if self.progress(info) is False:
+                raise _Stop("progress")
+        return gained
+
+    def balance(self) -> None:
+        """While the goal is not reached: the most pressured nodes with the least
+        pressured, in growing neighbourhoods, until one lowers the peak (then from two
+        nodes again) or none of MAX_BALANCE_NODES does."""
+        size = 2
+        while self.obj["excess_pressure"] > 0 and size <= MAX_BALANCE_NODES:
+            ranked = _by_pressure(self.state, self.cur, self.weights)
+            excess = _key(self.obj)[0]
+            for nb in _balance_neighbourhoods(size, ranked, self.rng):
+                if self.step(nb) and _key(self.obj)[0] < excess:
+                    size = 2
                     break
-        else:
+            else:
+                size += 1
+
+    def bytes(self) -> None:
+        """Passes of pairs, then triples, until neither improves (see the module notes)."""
+        size = 2
+        while True:
+            cand, pair_bytes = _candidates(
+                self.state, self.start, self.cur, self.weights, self.target
+            )
+            if cand.size == 0:
+                return
+            gained = False
+            for nb in _neighbourhoods(size, cand, self.state.cluster.active, pair_bytes, self.rng):
+                gained |= self.step(nb)
             # The pass ran to its end: pairs again after a gain, else larger neighbourhoods.
             if gained:
                 size = 2
-                continue
-            if size < MAX_NODES:
+            elif size < MAX_NODES:
                 size += 1
-                continue
-            stopped = "converged"
-            break
-        break
-    return LnsResult(
-        rows=cur,
-        objective_before=before,
-        objective=obj,
-        steps=steps,
-        improved=improved,
-        stopped=stopped,
-        time_s=time.perf_counter() - t0,
-    )
+            else:
+                return
