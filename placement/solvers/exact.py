@@ -478,6 +478,7 @@ class _Model:
         pair_s, pair_n = d.pair_s, d.pair_n
         self.by_shard = _group(pair_s)
         self.by_node = _group(pair_n)
+        self._same_as_start: tuple[np.ndarray, np.ndarray] | None = None
         self.move_idx = np.flatnonzero(~d.pair_keep)
         self.keep_idx = np.flatnonzero(d.pair_keep)
 
@@ -679,12 +680,15 @@ class _Model:
         d, m = self.data, self.m
         m.clear_hints()
         val = self.values_from_rows(rows)
-        for k, v in enumerate(val.tolist()):
-            m.add_hint(self.x[k], bool(v))
         region = d.state.cluster.region_of
-        for (sh, g), yv in self.y.items():
-            on = val[self.by_shard[sh]] & (region[d.pair_n[self.by_shard[sh]]] == g)
-            m.add_hint(yv, bool(on.any()))
+        y_on = [
+            bool((val[self.by_shard[sh]] & (region[d.pair_n[self.by_shard[sh]]] == g)).any())
+            for sh, g in self.y
+        ]
+        # Straight into the proto: add_hint per variable cost 1 s in 20 s of LNS steps.
+        hint = m.proto.solution_hint
+        hint.vars.extend([v.index for v in self.x] + [v.index for v in self.y.values()])
+        hint.values.extend([int(v) for v in val.tolist()] + [int(v) for v in y_on])
         m.add_hint(self.z, self.z_of(val))
 
     def hinted_objective(self) -> float | None:
@@ -738,7 +742,15 @@ class _Model:
         """The start placement with the free part replaced; kept replicas keep their slot."""
         d = self.data
         out = d.start.copy()
-        for sh in d.free_shards.tolist():
+        if self._same_as_start is None:
+            self._same_as_start = self._start_values()
+        base, same = self._same_as_start
+        # Only shards whose pairs changed, or whose start row the start values do not
+        # give back (a replica dropped on a dead or non-candidate node), are rebuilt.
+        changed = np.zeros(d.state.shards.n_shards, dtype=bool)
+        changed[d.pair_s[val != base]] = True
+        redo = d.free_shards[changed[d.free_shards] | ~same]
+        for sh in redo.tolist():
             ks = self.by_shard.get(sh, np.zeros(0, dtype=np.int64))
             chosen = set(d.fixed_rows[sh]) | {int(n) for n in d.pair_n[ks[val[ks]]]}
             row = out[sh]
@@ -749,6 +761,22 @@ class _Model:
             row[free_slots[: len(new)]] = new
             out[sh] = row
         return out
+
+    def _start_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pair values of the start rows, and per free shard whether those values
+        give its start row back (every replica on a free node is a candidate pair, and
+        none is on a dead node)."""
+        d = self.data
+        base = self.values_from_rows(d.start)
+        rows = d.start[d.free_shards]
+        safe = np.maximum(rows, 0)
+        alive = d.state.cluster.alive
+        on_free = (rows >= 0) & d.free_node[safe]
+        dead = (rows >= 0) & ~alive[safe]
+        picked = np.zeros(d.state.shards.n_shards, dtype=np.int64)
+        np.add.at(picked, d.pair_s[base], 1)
+        same = (on_free.sum(axis=1) == picked[d.free_shards]) & ~dead.any(axis=1)
+        return base, same
 
 
 def _objective_value(proto: Any, linear_part: float) -> float:
