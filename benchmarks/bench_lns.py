@@ -10,7 +10,7 @@ the engine's own bytes (``fast_bytes_moved``), its ratio to the same bound
 Run: ``python -m pytest benchmarks/bench_lns.py --benchmark-only
 --benchmark-json=lns.json`` then ``python benchmarks/report.py lns.json --columns
 fast_over_bound,bytes_over_bound,gap,imbalance_after,lns_improved,moves,fast_moves``
-(about 10 minutes: one round per case).
+(about 5 minutes: one round per case).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bench_engine import _scenario  # noqa: E402
 from placement.planner import plan  # noqa: E402
 
 #: Neighbourhoods per case.
-LNS_STEPS = 300
+LNS_STEPS = 600
 
 
 @pytest.mark.parametrize("scenario", ["add-10pct", "skew-5pct", "capacity-change"])
