@@ -162,25 +162,15 @@ def _candidates(
         for a, b in zip(gone, came, strict=False):
             key = (min(a, b), max(a, b))
             pair_bytes[key] = pair_bytes.get(key, 0.0) + float(sizes[sh])
-    # Nodes at the peak pressure matter while the balance goal is not reached.
-    load = node_load(state, rows)
-    total = (s.demand * s.replicas[:, None]).sum(axis=0)
-    act_cap = c.capacity[c.active].sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(act_cap > 0, total / act_cap, 0.0)
-        pressure = np.where(
-            (c.capacity > 0) & (mean > 0)[None, :],
-            weights[None, :] * load / (c.capacity * mean[None, :]),
-            0.0,
-        ).max(axis=1)
-    peak = c.active & (pressure > 1 + target + 1 / PRESSURE_STEPS)
+    # Nodes over the goal matter while the balance goal is not reached.
+    peak = c.active & (_pressure(state, rows, weights) > 1 + target + 1 / PRESSURE_STEPS)
     cand = np.flatnonzero(c.active & (touched | peak))
     return cand, {k: v for k, v in pair_bytes.items() if c.active[k[0]] and c.active[k[1]]}
 
 
-def _by_pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Active nodes, most pressured first (pressure: the largest weighted utilization
-    over the cluster mean, as the engine and the exact model measure balance)."""
+def _pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per node, the largest weighted utilization over the cluster mean (the balance
+    measure of the engine and of the exact model)."""
     c, s = state.cluster, state.shards
     load = node_load(state, rows)
     total = (s.demand * s.replicas[:, None]).sum(axis=0)
@@ -191,8 +181,14 @@ def _by_pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndar
             (c.capacity > 0) & (mean > 0)[None, :],
             weights[None, :] * load / (c.capacity * mean[None, :]),
             0.0,
-        ).max(axis=1)
-    act = np.flatnonzero(c.active)
+        )
+    return pressure.max(axis=1)
+
+
+def _by_pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Active nodes, most pressured first."""
+    pressure = _pressure(state, rows, weights)
+    act = np.flatnonzero(state.cluster.active)
     return act[np.argsort(-pressure[act], kind="stable")]
 
 
