@@ -33,7 +33,7 @@ def _key(state, rows, target=0.02):
     return (round(o["excess_pressure"] * PRESSURE_STEPS), o["bytes_moved"])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
     scenario=st.sampled_from(["rebalance", "new nodes", "drain", "byte budget", "move budget"]),
@@ -41,7 +41,7 @@ def _key(state, rows, target=0.02):
 def test_lns_plans_are_sound_within_budget_never_worse_and_deterministic(seed, scenario):
     state = placement.synthetic_state(16, 240, seed=seed)
     c = state.cluster
-    kwargs: dict = {"time_limit_s": 60, "seed": seed, "lns_steps": 12}
+    kwargs: dict = {"time_limit_s": 60, "seed": seed, "lns_steps": 5}
     if scenario == "new nodes":
         loc = [[c.domain_leaf[k][c.domain_of[i, k]] for k in range(len(c.levels))] for i in (0, 5)]
         state = with_new_nodes(state, ["n0", "n1"], c.capacity[[0, 5]], loc)
@@ -60,24 +60,28 @@ def test_lns_plans_are_sound_within_budget_never_worse_and_deterministic(seed, s
     if "max_moves" in kwargs:
         assert p.n_moves <= kwargs["max_moves"]
     assert _key(state, p.target_nodes) <= _key(state, fast.target_nodes)
-    assert p.stats["lns"]["steps"] <= 12
+    assert p.stats["lns"]["steps"] <= 5
     again = plan(state, method="lns", **kwargs)
     assert np.array_equal(again.target_nodes, p.target_nodes)
 
 
-def test_lns_improves_balance_and_bytes_where_the_engine_trades():
+def test_lns_reaches_the_goal_the_engine_misses_and_then_takes_bytes_back():
     """20 nodes x 600 shards, rebalance to 2% in two resources: the engine trades and
-    stops 0.098 points over the goal. 20 neighbourhoods lower both the peak and the bytes
-    (measured: 0.098 -> 0.074 points, 8,640 -> 8,497 GB)."""
+    stops 0.098 points over the goal. LNS reaches the goal (every node at once over a
+    few shards of the top third), then its pair passes take back the bytes that cost
+    (measured: 10,225 GB after 20 steps, 8,832 after 120; the engine's 8,640 at 2.098%)."""
     state = placement.synthetic_state(20, 600, seed=0)
     fast = plan(state)
-    p = plan(state, method="lns", lns_steps=20, time_limit_s=120)
+    early = plan(state, method="lns", lns_steps=20, time_limit_s=300)
+    p = plan(state, method="lns", lns_steps=120, time_limit_s=300)
     _assert_sound(state, p)
     assert fast.stats.get("traded")
-    assert _key(state, p.target_nodes)[0] < _key(state, fast.target_nodes)[0]
-    assert p.bytes_moved < fast.bytes_moved
+    assert _key(state, fast.target_nodes)[0] > 0
+    assert _key(state, early.target_nodes)[0] == _key(state, p.target_nodes)[0] == 0
+    assert max(p.after["imbalance"].values()) <= 0.02 + 1e-9
+    assert p.bytes_moved < early.bytes_moved
+    assert p.bytes_moved < 1.05 * fast.bytes_moved
     assert p.stats["fast_bytes_moved"] == pytest.approx(fast.bytes_moved)
-    assert p.stats["lns"]["improved"] > 0
     assert p.stats["lns"]["objective_before"]["bytes_moved"] == pytest.approx(fast.bytes_moved)
     # Moves LNS made for balance say so.
     assert set(p.reason_names()) == {"balance"}
