@@ -153,27 +153,37 @@ def _moves(start: np.ndarray, rows: np.ndarray) -> int:
 
 def _candidates(
     state: State, start: np.ndarray, rows: np.ndarray, weights: np.ndarray, target: float
-):
-    """Touched or peak active nodes, and the bytes each pair of nodes exchanged."""
+) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
+    """Touched or peak active nodes, and the bytes each pair of nodes exchanged.
+
+    Per changed shard, the k-th node it left (in node order) is paired with the k-th
+    node it reached, as the plan's diff pairs them."""
     c, s = state.cluster, state.shards
     n = c.n_nodes
     changed = np.flatnonzero((rows != start).any(axis=1))
-    sizes = s.demand[:, c.size_index]
+    a, b = start[changed], rows[changed]
+    gone = (a >= 0) & ~(a[:, :, None] == b[:, None, :]).any(axis=2)
+    came = (b >= 0) & ~(b[:, :, None] == a[:, None, :]).any(axis=2)
     touched = np.zeros(n, dtype=bool)
-    pair_bytes: dict[tuple[int, int], float] = {}
-    for sh in changed.tolist():
-        old = set(start[sh][start[sh] >= 0].tolist())
-        new = set(rows[sh][rows[sh] >= 0].tolist())
-        gone, came = sorted(old - new), sorted(new - old)
-        for a in gone + came:
-            touched[a] = True
-        for a, b in zip(gone, came, strict=False):
-            key = (min(a, b), max(a, b))
-            pair_bytes[key] = pair_bytes.get(key, 0.0) + float(sizes[sh])
+    touched[a[gone]] = True
+    touched[b[came]] = True
+    left = np.sort(np.where(gone, a, n), axis=1)  # n sorts last: "no node"
+    reached = np.sort(np.where(came, b, n), axis=1)
+    pair = (left < n) & (reached < n)
+    lo = np.minimum(left, reached)[pair].astype(np.int64)
+    hi = np.maximum(left, reached)[pair].astype(np.int64)
+    size = np.broadcast_to(s.demand[changed, c.size_index][:, None], left.shape)[pair]
+    keep = c.active[lo] & c.active[hi]
+    keys, inv = np.unique(lo[keep] * n + hi[keep], return_inverse=True)
+    sums = np.bincount(inv, weights=size[keep], minlength=keys.size)
+    pair_bytes = {
+        (int(k) // n, int(k) % n): float(v)
+        for k, v in zip(keys.tolist(), sums.tolist(), strict=True)
+    }
     # Nodes over the goal matter while the balance goal is not reached.
     peak = c.active & (_pressure(state, rows, weights) > 1 + target + 1 / PRESSURE_STEPS)
     cand = np.flatnonzero(c.active & (touched | peak))
-    return cand, {k: v for k, v in pair_bytes.items() if c.active[k[0]] and c.active[k[1]]}
+    return cand, pair_bytes
 
 
 def _pressure(state: State, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -239,12 +249,11 @@ def _neighbourhoods(
             for a in cand.tolist():
                 rest.extend((min(a, b), max(a, b)) for b in others.tolist() if b != a)
         else:  # large clusters: each candidate with PER_NODE drawn partners
-            for a in cand.tolist():
-                for b in rng.choice(
-                    others, size=min(PER_NODE, others.size), replace=False
-                ).tolist():
-                    if b != a:
-                        rest.append((min(a, b), max(a, b)))
+            partner = others[rng.integers(others.size, size=(cand.size, PER_NODE))]
+            mine = np.broadcast_to(cand[:, None], partner.shape)
+            ok = partner != mine
+            lo, hi = np.minimum(mine, partner)[ok], np.maximum(mine, partner)[ok]
+            rest = list(zip(lo.tolist(), hi.tolist(), strict=True))
         rest = sorted(set(rest) - set(first))
         order = rng.permutation(len(rest))
         out = first + [rest[i] for i in order]
