@@ -809,6 +809,14 @@ class _Search:
         # leaving. Only items that arrived can free transient room.
         self.maxroom = pb.capacity - _usage(pb, initial) * self.T.astype(_I64)
         self.short = np.flatnonzero((self.w > 0) & (total > self.SC.sum(axis=0)))
+        self.short_mask = np.zeros(self.R, dtype=bool)
+        self.short_mask[self.short] = True
+        # Sign of each balance term's cluster-wide sum, which no assignment changes (the
+        # total usage is fixed): +1 where every node ideally sits above zero.
+        self.balance_sign = [
+            1 if t * int(self.C[:, r1].sum() - total[r1]) >= int(self.C[:, r2].sum() - total[r2]) else -1
+            for r1, r2, t, _ in self.balances
+        ]
         self.deadline = float("inf")
         # Search knobs, the same for every instance (set once, by experiment on a few).
         self.eject_chains = 1000  # ejection chains evaluated per round
@@ -1572,20 +1580,48 @@ class _Search:
             return np.zeros(self.N, dtype=_I64)
         return np.maximum(self.SC[:, short] - self.U[:, short], 0) @ self.w[short]
 
+    def _excess(self) -> np.ndarray:
+        """Per node: its share of the cost above the simple bound, shape (N,).
+
+        The bound prices each resource's total overflow above the total soft capacity
+        (and each balance term's cluster-wide sum), which no assignment changes; what a
+        node adds on top is its overflow on a resource that is not short overall, its
+        unused soft capacity on one that is, and its balance term on the wrong side of
+        zero. The sum over nodes is the load and balance cost minus that bound, so these
+        are the nodes where an exchange can still gain.
+        """
+        over = self.U - self.SC
+        side = np.where(self.short_mask[None, :], np.maximum(-over, 0), np.maximum(over, 0))
+        excess = side @ self.w
+        for (r1, r2, t, c), sign in zip(self.balances, self.balance_sign, strict=True):
+            v = t * (self.C[:, r1] - self.U[:, r1]) - (self.C[:, r2] - self.U[:, r2])
+            excess = excess + c * np.maximum(-sign * v, 0)
+        return excess
+
     def _away(self, h: int) -> np.ndarray:
         """Items whose initial node is h and that are elsewhere now."""
         orig = self.iorder[self.iptr[h] : self.iptr[h + 1]]
         return orig[self.node_of[orig] != h]
 
     def _partners(self, first: int, count: int, exclude: set[int]) -> list[int]:
-        """*count* nodes to pair with *first*: mostly those with room where it is full."""
-        others = np.array([n for n in range(self.N) if n not in exclude], dtype=_I64)
+        """*count* nodes to pair with *first*: mostly those that complement it.
+
+        A partner complements *first* on a resource when one of the two is above its
+        soft capacity and the other below: load moved from the first to the second
+        gains, whether the resource is short overall or not. Partners are scored by
+        the cost such transfers could recover (at most the smaller of the two sides).
+        """
+        keep = np.ones(self.N, dtype=bool)
+        keep[list(exclude)] = False
+        others = self.node_range[keep]
         if not len(others) or count <= 0:
             return []
         if self.rng.random() < 0.6:
-            over = (self.U[first] - self.SC[first]).clip(min=0) > 0
-            room = (self.SC[others] - self.U[others]).clip(min=0)
-            score = (room * over).sum(axis=1) + self.rng.integers(0, 2, len(others))
+            d = self.U[first] - self.SC[first]
+            dd = self.U[others] - self.SC[others]
+            give = np.minimum(np.maximum(d, 0)[None, :], np.maximum(-dd, 0))
+            take = np.minimum(np.maximum(-d, 0)[None, :], np.maximum(dd, 0))
+            score = (give + take) @ self.w + self.rng.random(len(others))
             pool = others[np.argsort(-score, kind="stable")[: 3 * count]]
         else:
             pool = others
@@ -1609,9 +1645,9 @@ class _Search:
                 prefer = away[np.isin(self.node_of[away], nodes)].tolist()
                 nodes += self._partners(h, size - len(nodes), set(nodes))
                 return nodes, prefer
-        costly = np.flatnonzero(self.ncost > 0)
-        if strategy == "hot" and len(costly):
-            first = int(self.rng.choice(costly))
+        excess = self._excess().astype(np.float64)
+        if strategy == "hot" and excess.sum() > 0:
+            first = int(self.rng.choice(self.N, p=excess / excess.sum()))
             return [first, *self._partners(first, size - 1, {first})], prefer
         nodes = self.rng.choice(self.N, size=size, replace=False).tolist()
         return nodes, prefer
