@@ -814,7 +814,9 @@ class _Search:
         # Sign of each balance term's cluster-wide sum, which no assignment changes (the
         # total usage is fixed): +1 where every node ideally sits above zero.
         self.balance_sign = [
-            1 if t * int(self.C[:, r1].sum() - total[r1]) >= int(self.C[:, r2].sum() - total[r2]) else -1
+            1
+            if t * int(self.C[:, r1].sum() - total[r1]) >= int(self.C[:, r2].sum() - total[r2])
+            else -1
             for r1, r2, t, _ in self.balances
         ]
         self.deadline = float("inf")
