@@ -841,6 +841,7 @@ class _Search:
         self.lns_vars = 100  # item-node variables per neighbourhood
         self.lns_det_time = 0.1  # CP-SAT deterministic seconds per neighbourhood
         self.lns_iters = 20  # neighbourhoods per round
+        self.lns_redraws = 5  # draws per step past neighbourhoods known to fail
         self.lns_rate_full = 0.05  # success rate of CP-SAT steps that earns all of them
         self.lns_min_iters = 2  # neighbourhoods per round however rarely they succeed
         self.kick_gate = 1e-4  # a round gaining less than this share of the cost is stuck
@@ -865,6 +866,7 @@ class _Search:
             "relocations": 0,
             "lns_improved": 0,
             "lns_tried": 0,
+            "lns_skipped": 0,
         }
 
     def _reset(self, assignment: np.ndarray) -> None:
@@ -875,6 +877,8 @@ class _Search:
         self.clock = 1
         self.stamp = np.ones(self.N, dtype=_I64)
         self.scanned = np.zeros(self.N, dtype=_I64)
+        # LNS neighbourhoods freed whole that failed: their nodes -> the clock then.
+        self.lns_failed: dict[tuple[int, ...], int] = {}
         self.U = _usage(self.pb, self.node_of)
         moved = self.node_of != self.init
         # Effective usage: U plus the transient use items keep on the node they left.
@@ -1920,16 +1924,28 @@ class _Search:
         sizes = np.arange(2, min(self.lns_size, self.N) + 1)
         srate = (self.size_wins[sizes] + 1) / (self.size_tries[sizes] + 2)
         size = int(self.rng.choice(sizes, p=srate / srate.sum()))
-        nodes, prefer = self._lns_pick(strategy, size)
-        # CP-SAT proves small re-packings quickly but rarely improves big ones within its
-        # budget (measured on a2_5: 3 nodes x 40 items won 11 of 12 times, 6 x 50 never), so the
-        # freed items are capped by a budget of item-node variables.
-        items = self._lns_free(nodes, prefer, max(2, self.lns_vars // len(nodes)))
+        for _ in range(self.lns_redraws + 1):
+            nodes, prefer = self._lns_pick(strategy, size)
+            # CP-SAT proves small re-packings quickly but rarely improves big ones within
+            # its budget (measured on a2_5: 3 nodes x 40 items won 11 of 12 times, 6 x 50
+            # never), so the freed items are capped by a budget of item-node variables.
+            items = self._lns_free(nodes, prefer, max(2, self.lns_vars // len(nodes)))
+            # A neighbourhood freed whole, re-solved with none of its nodes changed since
+            # it last failed, would fail again: draw another.
+            key = tuple(sorted(nodes))
+            whole = len(items) == int(np.isin(self.node_of, nodes).sum())
+            if not whole or self.lns_failed.get(key, -1) < int(self.stamp[nodes].max()):
+                break
+            self.counters["lns_skipped"] += 1
+        else:
+            return
         self.tries[strategy] += 1
         self.size_tries[size] += 1
         if self._lns_step(nodes, items, self.lns_det_time) is not None:
             self.wins[strategy] += 1
             self.size_wins[size] += 1
+        elif whole:
+            self.lns_failed[key] = self.clock
 
     def run(
         self,
