@@ -533,6 +533,62 @@ def test_revert_kick_sends_items_home_exactly() -> None:
     assert ev.feasible and ev.total == search.total
 
 
+#: The data README's "simple LB" (load and balance terms only), per instance.
+SIMPLE_LB = {"a1_1": 44_306_390, "a1_2": 777_530_730, "a1_4": 242_387_530, "a2_5": 307_035_180}
+
+
+@pytest.mark.parametrize("name", sorted(SIMPLE_LB))
+def test_node_excess_sums_to_the_cost_above_the_simple_bound(name: str) -> None:
+    # The per-node excess guides the LNS; its sum must be the load and balance cost less
+    # the README's bound, whatever the assignment (checked at the start and after moves).
+    inst, original = _load(name)
+    search = _Search(roadef_problem(inst), original.copy(), seed=0)
+    for _ in range(2):
+        excess = search._excess()
+        assert (excess >= 0).all()
+        assert int(excess.sum()) == search.cost_nodes - SIMPLE_LB[name]
+        search._shift_pass(float("inf"))
+
+
+def test_partners_complement_the_first_node() -> None:
+    # Two resources, eight machines with one item each: machine 0 is over its watermark
+    # on resource 0 and under on 1, machine 5 the mirror image, the rest at their
+    # watermarks. Machine 5 is the partner most often drawn for machine 0.
+    demand = [[50, 50]] * 8
+    demand[0], demand[5] = [70, 20], [20, 70]
+    problem = ReassignProblem.build(
+        capacity=[[100, 100]] * 8,
+        soft_capacity=[[50, 50]] * 8,
+        demand=demand,
+        soft_capacity_cost=[1, 1],
+    )
+    search = _Search(problem, np.arange(8), seed=0)
+    assert search._excess().tolist() == [20, 0, 0, 0, 0, 20, 0, 0]  # overflow only
+    counts = np.bincount([search._partners(0, 1, {0})[0] for _ in range(300)], minlength=8)
+    assert counts[0] == 0
+    assert counts[5] > 1.5 * np.delete(counts, [0, 5]).max()
+
+
+def test_a_failed_whole_neighbourhood_waits_for_a_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    inst, original = _load("a1_2")
+    search = _Search(roadef_problem(inst), original.copy(), seed=0)
+    pair = [3, 7]
+    monkeypatch.setattr(search, "_lns_pick", lambda strategy, size: (list(pair), []))
+    calls: list[list[int]] = []
+
+    def fail(nodes: list[int], items: np.ndarray, det_time: float) -> None:
+        assert len(items) == int(np.isin(search.node_of, nodes).sum())  # freed whole
+        calls.append(nodes)
+
+    monkeypatch.setattr(search, "_lns_step", fail)
+    search._lns_once()
+    search._lns_once()
+    assert len(calls) == 1 and search.counters["lns_skipped"] == search.lns_redraws + 1
+    search._changed([7])
+    search._lns_once()
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("strategy", ["hot", "home", "random"])
 def test_lns_steps_never_worsen_and_stay_exact(strategy: str) -> None:
     inst, original = _load("a1_2")
