@@ -564,7 +564,7 @@ def test_partners_complement_the_first_node() -> None:
     )
     search = _Search(problem, np.arange(8), seed=0)
     assert search._excess().tolist() == [20, 0, 0, 0, 0, 20, 0, 0]  # overflow only
-    counts = np.bincount([search._partners(0, 1, {0})[0] for _ in range(300)], minlength=8)
+    counts = np.bincount([search._partners(0, 1, {0}, True)[0] for _ in range(300)], minlength=8)
     assert counts[0] == 0
     assert counts[5] > 1.5 * np.delete(counts, [0, 5]).max()
 
@@ -589,7 +589,7 @@ def test_a_failed_whole_neighbourhood_waits_for_a_change(monkeypatch: pytest.Mon
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize("strategy", ["hot", "home", "random"])
+@pytest.mark.parametrize("strategy", ["hot", "excess", "home", "random"])
 def test_lns_steps_never_worsen_and_stay_exact(strategy: str) -> None:
     inst, original = _load("a1_2")
     problem = roadef_problem(inst)

@@ -60,12 +60,23 @@ cost quality but never correctness. One *round* runs:
    excess covered for the least cost, each to its best node) until b fits. Transient
    capacity fixes what "once emptied" means: items that leave b still hold theirs, so
    ``b`` can offer at most its capacity less its initial items' transient use.
-5. **Large-neighbourhood search** with CP-SAT: 2-4 nodes are chosen (a costly node with
-   partners that have room, a wasting node with the nodes holding its departed items,
-   or random; the choice learns from success), and a bounded set of their items (about
-   100 item-node variables) is re-placed optimally among them, every rule and cost term
-   encoded exactly, hinted with the current assignment, bounded by deterministic time.
-   Up to 20 neighbourhoods a round, fewer (down to 2) while few of them improve.
+5. **Large-neighbourhood search** with CP-SAT: 2-4 nodes are chosen, and a bounded set
+   of their items (about 100 item-node variables) is re-placed optimally among them,
+   every rule and cost term encoded exactly, hinted with the current assignment,
+   bounded by deterministic time. Up to 20 neighbourhoods a round, fewer (down to 2)
+   while few of them improve. Three ways to choose the nodes, and the number of nodes,
+   are drawn by their success so far:
+
+   * *hot*: a node drawn by its *excess*, its share of the cost above the simple bound
+     (overflow on a resource the cluster has room for, unused watermark on one it is
+     short of, a balance term on the wrong side; the excesses sum to the load and
+     balance cost less that bound), with partners that complement it: over its
+     watermark where it is under, and the reverse;
+   * *home*: a node wasting soft capacity with the nodes holding its departed items;
+   * *random*.
+
+   A neighbourhood freed whole that failed is not drawn again until one of its nodes
+   changes.
 6. **Perturbation** when a round gains (almost) nothing, of one of two kinds drawn by
    how often each led to a new best: *worsen* applies the least-bad worsening shifts
    (below a low quantile of all items' best shifts); *revert* sends a random share of
@@ -851,7 +862,7 @@ class _Search:
         self.kick_wins = dict.fromkeys(self.kick_kinds, 0)
         self.kick_tries = dict.fromkeys(self.kick_kinds, 0)
         self.kick_revert_share = 0.2  # share of the moved items a perturbation sends back
-        self.strategies = ("hot", "home", "random")
+        self.strategies = ("hot", "excess", "home", "random")
         self.wins = dict.fromkeys(self.strategies, 0)
         self.tries = dict.fromkeys(self.strategies, 0)
         # Neighbourhood sizes are drawn the same way, by success rate: pairs, freed
@@ -1614,13 +1625,14 @@ class _Search:
         orig = self.iorder[self.iptr[h] : self.iptr[h + 1]]
         return orig[self.node_of[orig] != h]
 
-    def _partners(self, first: int, count: int, exclude: set[int]) -> list[int]:
-        """*count* nodes to pair with *first*: mostly those that complement it.
+    def _partners(self, first: int, count: int, exclude: set[int], complement: bool) -> list[int]:
+        """*count* nodes to pair with *first*: mostly those that can take its overflow.
 
-        A partner complements *first* on a resource when one of the two is above its
-        soft capacity and the other below: load moved from the first to the second
-        gains, whether the resource is short overall or not. Partners are scored by
-        the cost such transfers could recover (at most the smaller of the two sides).
+        With *complement*, partners are scored by the cost that transfers between the
+        two could recover, both ways: on a resource where one is above its soft
+        capacity and the other below, load moved from the first to the second gains,
+        whether the resource is short overall or not (at most the smaller of the two
+        sides counts). Otherwise by the room they have where *first* overflows.
         """
         keep = np.ones(self.N, dtype=bool)
         keep[list(exclude)] = False
@@ -1630,9 +1642,13 @@ class _Search:
         if self.rng.random() < 0.6:
             d = self.U[first] - self.SC[first]
             dd = self.U[others] - self.SC[others]
-            give = np.minimum(np.maximum(d, 0)[None, :], np.maximum(-dd, 0))
-            take = np.minimum(np.maximum(-d, 0)[None, :], np.maximum(dd, 0))
-            score = (give + take) @ self.w + self.rng.random(len(others))
+            if complement:
+                give = np.minimum(np.maximum(d, 0)[None, :], np.maximum(-dd, 0))
+                take = np.minimum(np.maximum(-d, 0)[None, :], np.maximum(dd, 0))
+                score = (give + take) @ self.w + self.rng.random(len(others))
+            else:
+                room = np.maximum(-dd, 0) * (d > 0)[None, :]
+                score = room.sum(axis=1) + self.rng.integers(0, 2, len(others))
             pool = others[np.argsort(-score, kind="stable")[: 3 * count]]
         else:
             pool = others
@@ -1654,12 +1670,18 @@ class _Search:
                 picked = self.rng.choice(where, size=min(size - 1, len(where)), replace=False)
                 nodes = [h, *picked.tolist()]
                 prefer = away[np.isin(self.node_of[away], nodes)].tolist()
-                nodes += self._partners(h, size - len(nodes), set(nodes))
+                nodes += self._partners(h, size - len(nodes), set(nodes), False)
                 return nodes, prefer
-        excess = self._excess().astype(np.float64)
-        if strategy == "hot" and excess.sum() > 0:
-            first = int(self.rng.choice(self.N, p=excess / excess.sum()))
-            return [first, *self._partners(first, size - 1, {first})], prefer
+        if strategy == "excess":
+            excess = self._excess().astype(np.float64)
+            if excess.sum() > 0:
+                first = int(self.rng.choice(self.N, p=excess / excess.sum()))
+                return [first, *self._partners(first, size - 1, {first}, True)], prefer
+            strategy = "hot"
+        costly = np.flatnonzero(self.ncost > 0)
+        if strategy == "hot" and len(costly):
+            first = int(self.rng.choice(costly))
+            return [first, *self._partners(first, size - 1, {first}, False)], prefer
         nodes = self.rng.choice(self.N, size=size, replace=False).tolist()
         return nodes, prefer
 
