@@ -64,12 +64,13 @@ cost quality but never correctness. One *round* runs:
    of their items (about 100 item-node variables) is re-placed optimally among them,
    every rule and cost term encoded exactly, hinted with the current assignment,
    bounded by deterministic time. Up to 20 neighbourhoods a round, fewer (down to 2)
-   while few of them improve. Three ways to choose the nodes, and the number of nodes,
+   while few of them improve. Four ways to choose the nodes, and the number of nodes,
    are drawn by their success so far:
 
-   * *hot*: a node drawn by its *excess*, its share of the cost above the simple bound
-     (overflow on a resource the cluster has room for, unused watermark on one it is
-     short of, a balance term on the wrong side; the excesses sum to the load and
+   * *hot*: a node with load cost, with partners that have room where it overflows;
+   * *excess*: a node drawn by its *excess*, its share of the cost above the simple
+     bound (overflow on a resource the cluster has room for, unused watermark on one it
+     is short of, a balance term on the wrong side; the excesses sum to the load and
      balance cost less that bound), with partners that complement it: over its
      watermark where it is under, and the reverse;
    * *home*: a node wasting soft capacity with the nodes holding its departed items;
