@@ -36,6 +36,7 @@ from placement.solvers.reassign import (
     evaluate_reassignment,
     solve_reassignment,
 )
+from placement.solvers.reassign_bound import ReassignBound, reassignment_lower_bound
 from placement.validate import Approval, ValidationReport, approval, ensure_current, validate
 from placement.verify import VerifyReport, resume, verify
 
@@ -58,6 +59,7 @@ __all__ = [
     "Placement",
     "PlacementError",
     "Policy",
+    "ReassignBound",
     "ReassignProblem",
     "ReassignResult",
     "RegionGraph",
@@ -88,6 +90,7 @@ __all__ = [
     "node_load",
     "plan_geo",
     "plan_partial",
+    "reassignment_lower_bound",
     "resume",
     "schedule",
     "solve_reassignment",
