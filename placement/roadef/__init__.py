@@ -158,6 +158,7 @@ def solve_roadef(
     max_rounds: int | None = None,
     lns: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    workers: int = 1,
 ) -> ReassignResult:
     """Improve the original assignment with the library's reassignment engine.
 
@@ -174,4 +175,5 @@ def solve_roadef(
         max_rounds=max_rounds,
         lns=lns,
         progress=progress,
+        workers=workers,
     )

@@ -697,6 +697,7 @@ def solve_reassignment(
     max_rounds: int | None = None,
     lns: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    workers: int = 1,
 ) -> ReassignResult:
     """Improve *initial* by local search and CP-SAT neighbourhoods, keeping it feasible.
 
@@ -714,7 +715,14 @@ def solve_reassignment(
     lns : bool
         Use the CP-SAT large-neighbourhood step (off: local search only).
     progress : callable, optional
-        Called with ``{"seconds", "round", "phase", "total"}`` after each phase.
+        Called with ``{"seconds", "round", "phase", "total"}`` after each phase (of the
+        first worker's search).
+    workers : int
+        Independent searches run at once, one per process (this one and
+        ``workers - 1`` forked ones), each with its own seed; the best result wins. The
+        first uses *seed* itself, so ``workers=1`` is the plain search; the others
+        start with the big items first (:meth:`_Search._plain_descent`), a different
+        way into the search space. One per core: the search is single-threaded.
 
     Returns
     -------
@@ -731,6 +739,8 @@ def solve_reassignment(
     init = problem.check_assignment(initial, "initial")
     if time_limit_s <= 0:
         raise InvalidValueError(f"time_limit_s must be positive, got {time_limit_s}.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidValueError(f"workers must be a positive integer, got {workers!r}.")
     start_eval = evaluate_reassignment(problem, init, init, limit=3)
     if not start_eval.feasible:
         raise InfeasibleError(
@@ -740,22 +750,87 @@ def solve_reassignment(
             "the assignment first (for example with placement.plan)."
         )
     started = time.perf_counter()
-    search = _Search(problem, init, seed)
     # Keep a little of the budget for the final exact evaluation and the caller's output.
     reserve = min(0.05 * time_limit_s, 2.0)
-    stats = search.run(started + time_limit_s - reserve, max_rounds, lns, progress, started)
-    final = search.node_of.copy()
+    wall_deadline = time.time() + time_limit_s - reserve
+    pool, futures = _start_workers(problem, init, seed, workers - 1, wall_deadline, max_rounds, lns)
+    try:
+        search = _Search(problem, init, seed)
+        stats = search.run(started + time_limit_s - reserve, max_rounds, lns, progress, started)
+        runs = [(search.total, search.node_of.copy(), stats)]
+        runs += [f.result() for f in futures]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    # The lowest total wins; ties go to the lower worker, so the choice is reproducible.
+    chosen = min(range(len(runs)), key=lambda k: runs[k][0])
+    tracked, final, stats = runs[chosen]
     final.setflags(write=False)
     evaluation = evaluate_reassignment(problem, init, final)
-    if not evaluation.feasible or evaluation.total != search.total:
+    if not evaluation.feasible or evaluation.total != tracked:
         # The incremental bookkeeping disagrees with the definition: a bug, never an input
         # problem. Fail loudly rather than return a wrong answer.
         raise AssertionError(
-            f"reassignment search drifted: tracked cost {search.total}, exact "
+            f"reassignment search drifted: tracked cost {tracked}, exact "
             f"{evaluation.total}, violations {evaluation.counts()}"
         )
+    if workers > 1:
+        stats["worker"] = chosen
+        stats["worker_totals"] = [run[0] for run in runs]
     stats["seconds"] = time.perf_counter() - started
     return ReassignResult(final, evaluation, start_eval, stats)
+
+
+def _worker_seed(seed: int, worker: int) -> int:
+    """Seed of search *worker*: *seed* itself for the first, well mixed for the others."""
+    if worker == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
+
+
+def _start_workers(
+    problem: ReassignProblem,
+    init: np.ndarray,
+    seed: int,
+    count: int,
+    wall_deadline: float,
+    max_rounds: int | None,
+    lns: bool,
+) -> tuple[Any, list[Any]]:
+    """Start *count* extra searches in other processes; (pool or None, futures)."""
+    if count <= 0:
+        return None, []
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Fork shares the problem's arrays copy-on-write and never re-imports the caller's
+    # main module (spawn would, and a script without a main guard would recurse).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context(method))
+    futures = [
+        pool.submit(
+            _run_worker, problem, init, _worker_seed(seed, k), wall_deadline, max_rounds, lns
+        )
+        for k in range(1, count + 1)
+    ]
+    return pool, futures
+
+
+def _run_worker(
+    problem: ReassignProblem,
+    init: np.ndarray,
+    seed: int,
+    wall_deadline: float,
+    max_rounds: int | None,
+    lns: bool,
+) -> tuple[int, np.ndarray, dict[str, Any]]:
+    """One extra search, in a worker process: (total, assignment, stats)."""
+    started = time.perf_counter()
+    search = _Search(problem, init, seed)
+    search.ranged_start = True  # diversity: start with the big items first
+    deadline = started + (wall_deadline - time.time())
+    stats = search.run(deadline, max_rounds, lns, None, started)
+    return search.total, search.node_of.copy(), stats
 
 
 _BIG = np.int64(1) << 62  # score of an infeasible move; far above any real cost change
@@ -846,6 +921,9 @@ class _Search:
         # resource it leaves held there, and a shift home earns it back (0: off).
         self.transient_price = 1.0
         self.pricing = False  # whether shift scores carry that price now
+        # Start with shift descents over growing shares of the items, biggest first,
+        # so that the big ones spend the transient room before small ones can.
+        self.ranged_start = False
         self.relocate_attempts = 1000  # most relocations those passes try
         self.relocating = True  # relocate after perturbing (decided by the first descent)
         self.relocate_max_eject = 6  # most items ejected to make room for one
@@ -1514,10 +1592,28 @@ class _Search:
         a2_1 22.8% -> 15.0%; a1_4 4.5% -> 5.5% and a2_5 25.4% -> 26.5% lost).)
         """
         self.pricing = self.transient_price > 0 and self.has_transient
+        if self.ranged_start:
+            self._ranged_descent(deadline)
         self._descend_once(deadline)
         if self.pricing:
             self.pricing = False
             self._descend_once(deadline)
+
+    def _ranged_descent(self, deadline: float) -> None:
+        """Shift descents over the biggest 5%, 10%, 20%, 40% and 70% of the items.
+
+        Size is an item's demand as a share of the cluster's soft capacity, summed over
+        resources. The big items move first and take the nodes' transient room before
+        the many small ones can spend it on small gains (the order of ranges of the
+        challenge winner's search, Gavranovic, Buljubasic and Demirovic 2012).
+        """
+        share = (self.D / np.maximum(self.SC.sum(axis=0), 1)).sum(axis=1)
+        order = np.argsort(-share, kind="stable")
+        for frac in (0.05, 0.1, 0.2, 0.4, 0.7):
+            top = order[: max(1, int(frac * self.P))]
+            while self._shift_pass(deadline, self.rng.permutation(top)):
+                if time.perf_counter() > deadline:
+                    break
 
     def _descend_once(self, deadline: float) -> None:
         """Shift descent, one swap sweep, shift descent: the comparison point of starts."""
