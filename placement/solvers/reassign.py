@@ -719,10 +719,12 @@ def solve_reassignment(
         first worker's search).
     workers : int
         Independent searches run at once, one per process (this one and
-        ``workers - 1`` forked ones), each with its own seed; the best result wins. The
+        ``workers - 1`` others), each with its own seed; the best result wins. The
         first uses *seed* itself, so ``workers=1`` is the plain search; the others
-        start with the big items first (:meth:`_Search._plain_descent`), a different
+        start with the big items first (:meth:`_Search._ranged_descent`), a different
         way into the search space. One per core: the search is single-threaded.
+        Outside Linux the extra processes are spawned, which re-imports the calling
+        script: guard it with ``if __name__ == "__main__":``.
 
     Returns
     -------
@@ -801,11 +803,13 @@ def _start_workers(
     if count <= 0:
         return None, []
     import multiprocessing
+    import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    # Fork shares the problem's arrays copy-on-write and never re-imports the caller's
-    # main module (spawn would, and a script without a main guard would recurse).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # On Linux, fork shares the problem's arrays copy-on-write and never re-imports the
+    # caller's main module. Elsewhere fork is unsafe (macOS system libraries) or absent,
+    # and spawn re-imports the caller's script, which needs the usual main guard.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
     pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context(method))
     futures = [
         pool.submit(
