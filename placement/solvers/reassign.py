@@ -100,6 +100,11 @@ The best assignment seen is returned. Every random choice comes from
 time limit, so a run that ends on ``max_rounds`` is reproducible bit for bit; a run that
 ends on ``time_limit_s`` stops after a machine-dependent number of rounds.
 
+With ``workers=N`` the search runs N times at once in separate processes (one per
+core) and the best result wins: the first run is exactly the one-worker search, the
+others have their own seeds and start with descents over the biggest items first.
+:mod:`placement.solvers.reassign_bound` proves lower bounds for the same problems.
+
 Examples
 --------
 >>> import numpy as np
