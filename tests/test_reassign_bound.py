@@ -36,39 +36,21 @@ def _problems(draw: st.DrawFn) -> tuple[ReassignProblem, np.ndarray]:
     n_nodes = draw(st.integers(2, 3))
     n_items = draw(st.integers(1, 4))
     n_res = draw(st.integers(1, 2))
-    demand = draw(
-        st.lists(
-            st.lists(st.integers(0, 6), min_size=n_res, max_size=n_res),
-            min_size=n_items,
-            max_size=n_items,
-        )
-    )
+
+    def grid(rows: int, high: int) -> np.ndarray:
+        row = st.lists(st.integers(0, high), min_size=n_res, max_size=n_res)
+        drawn = draw(st.lists(row, min_size=rows, max_size=rows))
+        return np.array(drawn, dtype=np.int64).reshape(rows, n_res)
+
+    dem = grid(n_items, 6)
     initial = np.array(
         draw(st.lists(st.integers(0, n_nodes - 1), min_size=n_items, max_size=n_items))
     )
-    dem = np.array(demand, dtype=np.int64)
     used = np.zeros((n_nodes, n_res), dtype=np.int64)
     np.add.at(used, initial, dem)
     # Capacity at least the initial usage, so the start is feasible.
-    extra = np.array(
-        draw(
-            st.lists(
-                st.lists(st.integers(0, 6), min_size=n_res, max_size=n_res),
-                min_size=n_nodes,
-                max_size=n_nodes,
-            )
-        )
-    )
-    capacity = used + extra
-    soft = np.array(
-        draw(
-            st.lists(
-                st.lists(st.integers(0, 8), min_size=n_res, max_size=n_res),
-                min_size=n_nodes,
-                max_size=n_nodes,
-            )
-        )
-    )
+    capacity = used + grid(n_nodes, 6)
+    soft = grid(n_nodes, 8)
     soft = np.minimum(soft, capacity)
     n_groups = draw(st.integers(1, n_items))
     group = draw(st.lists(st.integers(0, n_groups - 1), min_size=n_items, max_size=n_items))
