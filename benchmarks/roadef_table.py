@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             "to the directory holding model_*.txt and assignment_*.txt. Nothing to do."
         )
         return 0
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     unknown = [n for n in args.instances if n not in BEST_KNOWN]
     if unknown:
         parser.error(f"unknown instance(s) {unknown}; known: {' '.join(INSTANCES)}")
@@ -215,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if bound is not None:
             # The library's gap: the share of our cost that the bound does not prove
             # necessary, (cost - bound) / cost.
-            proven = 100.0 * (last_total - bound.value) / last_total if last_total else 0.0
-            row += [f"{bound.value:,}", f"{proven:.2f}%"]
+            unproven = 100.0 * (last_total - bound.value) / last_total if last_total else 0.0
+            row += [f"{bound.value:,}", f"{unproven:.2f}%"]
         print("| " + " | ".join(row) + " |", flush=True)
     print()
     for (group, t), values in sorted(gaps.items()):
