@@ -519,6 +519,13 @@ def _usage(problem: ReassignProblem, where: np.ndarray, items: np.ndarray | None
     return out
 
 
+def _arrival_room(problem: ReassignProblem, initial: np.ndarray) -> np.ndarray:
+    """(N, R): the most an item arriving at each node can use of each resource, whatever
+    leaves: the capacity, less (for a transient resource) what the node's initial items
+    use, since they hold it even after leaving."""
+    return problem.capacity - _usage(problem, initial) * problem.transient.astype(_I64)
+
+
 def node_costs(problem: ReassignProblem, usage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Soft-capacity and balance cost of every node for a usage matrix, shape (N,) each."""
     over = np.maximum(usage - problem.soft_capacity, 0)
@@ -900,10 +907,9 @@ class _Search:
         self.iptr = np.zeros(self.N + 1, dtype=_I64)
         self.iptr[1:] = np.cumsum(np.bincount(initial, minlength=self.N))
         total = pb.demand.sum(axis=0)
-        # Most room a node can ever offer an arriving item: its capacity, less (for a
-        # transient resource) what its initial items use, since they hold it even after
-        # leaving. Only items that arrived can free transient room.
-        self.maxroom = pb.capacity - _usage(pb, initial) * self.T.astype(_I64)
+        # Most room a node can ever offer an arriving item. Only items that arrived can
+        # free transient room.
+        self.maxroom = _arrival_room(pb, initial)
         self.short = np.flatnonzero((self.w > 0) & (total > self.SC.sum(axis=0)))
         self.short_mask = np.zeros(self.R, dtype=bool)
         self.short_mask[self.short] = True

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from placement.errors import InvalidValueError
-from placement.solvers.reassign import ReassignProblem, _usage
+from placement.solvers.reassign import ReassignProblem, _arrival_room
 
 _I64 = np.int64
 
@@ -171,11 +171,10 @@ def _allowed_pairs(problem: ReassignProblem, init: np.ndarray) -> np.ndarray:
     """(P, N) bool: the nodes each item could sit on alone (hard capacity and, away from
     its initial node, the transient room left by the initial items)."""
     pb = problem
-    room = pb.capacity - _usage(pb, init) * pb.transient.astype(_I64)
+    room = _arrival_room(pb, init)
     allowed = np.ones((pb.n_items, pb.n_nodes), dtype=bool)
-    for r in range(pb.n_resources):
-        limit = room[:, r] if pb.transient[r] else pb.capacity[:, r]
-        allowed &= pb.demand[:, r][:, None] <= limit[None, :]
+    for r in range(pb.n_resources):  # one resource at a time: (P, N), never (P, N, R)
+        allowed &= pb.demand[:, r][:, None] <= room[:, r][None, :]
     allowed[np.arange(pb.n_items), init] = True
     return allowed
 
@@ -221,6 +220,7 @@ def _solve_lp(
     x_cols = np.arange(n_x)
     away = node != init[item]
     d = pb.demand
+    room = _arrival_room(pb, init)
     # Columns: shares x, then overflow per (node, resource), balance slack per (rule,
     # node), and the largest number of moved items in one group.
     n_bal = len(pb.balance_target)
@@ -250,8 +250,7 @@ def _solve_lp(
         rows.add(node, x_cols, d[item, r], pb.capacity[:, r])
         if pb.transient[r]:
             # Arrivals take the transient room for good; the initial items hold theirs.
-            initial_use = np.bincount(init, weights=d[:, r], minlength=n_nodes)
-            rows.add(node[away], x_cols[away], d[item[away], r], pb.capacity[:, r] - initial_use)
+            rows.add(node[away], x_cols[away], d[item[away], r], room[:, r])
     for b in range(n_bal):
         r1, r2 = (int(v) for v in pb.balance_resources[b])
         t = int(pb.balance_target[b])
