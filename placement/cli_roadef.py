@@ -159,7 +159,9 @@ def _print_bound(problem: Any, original: Any, total: int, time_limit_s: float) -
     )
     unproven = (total - bound.value) / total if total else 0.0
     print(
-        f"lower bound: {bound.value:,} (simple {bound.simple:,}; {lp}); "
+        f"lower bound: {bound.value:,} (simple {bound.simple:,}; {lp}"
+        + ("" if bound.shed is None else f"; per-node shedding {bound.shed:,}")
+        + "); "
         f"unproven share of the new total: {unproven:.2%}"
     )
 

@@ -15,7 +15,11 @@ from placement.errors import InvalidValueError
 from placement.io.roadef import read_roadef_assignment, read_roadef_model
 from placement.roadef import roadef_problem
 from placement.solvers.reassign import ReassignProblem, evaluate_reassignment
-from placement.solvers.reassign_bound import reassignment_lower_bound, simple_lower_bound
+from placement.solvers.reassign_bound import (
+    _shed_bound,
+    reassignment_lower_bound,
+    simple_lower_bound,
+)
 
 DATA = Path(__file__).parent / "data" / "roadef2012"
 
@@ -92,7 +96,11 @@ def test_bounds_never_exceed_the_optimum(case: tuple[ReassignProblem, np.ndarray
     optimum = _optimum(problem, initial)
     assert 0 <= bound.simple <= optimum
     assert bound.lp <= optimum
-    assert bound.value == max(bound.simple, bound.lp)
+    # Computed only when it could beat the others; forced here, it must stay valid.
+    shed = _shed_bound(problem, initial, None, beat=-1)
+    assert shed is not None and 0 <= shed <= optimum
+    assert bound.shed in (None, shed)
+    assert bound.value == max(bound.simple, bound.lp, bound.shed or 0)
 
 
 def test_transient_room_lifts_the_bound() -> None:
@@ -136,6 +144,40 @@ def test_move_costs_enter_the_bound() -> None:
     assert bound.lp == _optimum(problem, initial) == 20
 
 
+def _must_shed_two() -> ReassignProblem:
+    # Node 0 holds four items of 2 units against a watermark of 4 at 100 per unit: it
+    # must shed two whole items (1 each), and moving anything costs the group-move
+    # weight 10 once. The LP moves half of each item (2 + 10 * 0.5); shedding sees the
+    # optimum, 12.
+    return ReassignProblem.build(
+        capacity=[[10], [10]],
+        demand=[[2], [2], [2], [2]],
+        soft_capacity=[[4], [10]],
+        soft_capacity_cost=[100],
+        group=[0, 1, 2, 3],
+        item_move_cost=[1, 1, 1, 1],
+        group_move_weight=10,
+    )
+
+
+def test_shedding_sees_whole_items_where_moves_cost() -> None:
+    problem, initial = _must_shed_two(), np.array([0, 0, 0, 0])
+    bound = reassignment_lower_bound(problem, initial)
+    assert bound.lp == 7
+    assert bound.shed == bound.value == _optimum(problem, initial) == 12
+    # Without the shedding bound the value falls back to the LP's.
+    assert reassignment_lower_bound(problem, initial, shed=False).value == 7
+
+
+def test_cli_bound_line_names_each_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    from placement.cli_roadef import _print_bound
+
+    _print_bound(_must_shed_two(), np.array([0, 0, 0, 0]), 16, 10.0)
+    out = capsys.readouterr().out
+    assert out.startswith("lower bound: 12 (simple 0; LP relaxation 7 in ")
+    assert out.rstrip().endswith("per-node shedding 12); unproven share of the new total: 25.00%")
+
+
 def test_simple_bound_matches_the_readme_on_shipped_instances() -> None:
     # The data README's "simple LB" column (section 4), for the two shipped instances.
     for name, expected in (("a1_1", 44_306_390), ("a1_2", 777_530_730)):
@@ -154,7 +196,7 @@ def test_lp_can_be_skipped_and_inputs_are_checked() -> None:
     problem = ReassignProblem.build(capacity=[[10], [10]], demand=[[4], [4]])
     initial = np.array([0, 1])
     off = reassignment_lower_bound(problem, initial, lp=False)
-    assert (off.lp, off.lp_status, off.value) == (None, "skipped", 0)
+    assert (off.lp, off.lp_status, off.shed, off.value) == (None, "skipped", None, 0)
     big = reassignment_lower_bound(problem, initial, max_variables=3)
     assert big.lp is None and big.lp_status == "skipped"
     with pytest.raises(InvalidValueError, match="initial"):
