@@ -76,6 +76,7 @@ def test_roadef_bound(benchmark, name):
             "lp": bound.lp,
             "lp_status": bound.lp_status,
             "lp_variables": bound.lp_variables,
+            "shed": bound.shed,
             "best_known": BEST_KNOWN[name],
         }
     )
