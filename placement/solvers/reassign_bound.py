@@ -1,6 +1,6 @@
 """Lower bounds on the cost of a reassignment problem: how far from optimal a plan can be.
 
-Two bounds, both valid for every feasible assignment of a :class:`ReassignProblem`:
+Three bounds, each valid for every feasible assignment of a :class:`ReassignProblem`:
 
 * **simple**: closed form from the totals alone. The usage of each resource summed over
   the cluster is the same whatever the assignment, and ``sum max(0, x) >= max(0, sum x)``,
@@ -143,7 +143,8 @@ def reassignment_lower_bound(
     lp : bool
         Solve the LP relaxation (off: the simple bound only, instantly).
     time_limit_s : float or None
-        Limit on the LP solve; None for none.
+        Limit on the LP solve, and another on the shedding bound's CP-SAT models
+        together; None for none.
     max_variables : int
         Skip the LP when it would have more item-node shares than this (its memory and
         time grow with them: ROADEF a2_2's 26,856 took 12 s on one core, a2_4's 48,091
