@@ -26,10 +26,10 @@ Three bounds, each valid for every feasible assignment of a :class:`ReassignProb
   move costs 1, the load cost must vanish) it proves 110 where the LP proves 66.
 
 The LP is solved by HiGHS (through SciPy) with a time limit; when it runs out, or the
-problem is too large for its size limit, only the simple bound is given. The bound is
-not the solver's optimum, which holds within tolerances only, but the weak-duality
-value of its dual solution over the columns' boxes, valid for any dual vector; so a
-solver's inaccuracy can make it weaker, never an overstatement.
+problem is too large for its size limit, it gives no bound (the others still do). Its
+bound is not the solver's optimum, which holds within tolerances only, but the
+weak-duality value of its dual solution over the columns' boxes, valid for any dual
+vector; so a solver's inaccuracy can make it weaker, never an overstatement.
 
 Measured on the ROADEF/EURO 2012 set A (one core, SciPy's HiGHS): the LP raises the
 bound on a2_2 from 13.6 M to 320.4 M and on a2_3 from 521.4 M to 807.6 M (12.6 s and
