@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from placement.errors import InvalidValueError
-from placement.solvers.reassign import ReassignProblem, _arrival_room
+from placement.solvers.reassign import ReassignProblem, _arrival_room, evaluate_reassignment
 
 _I64 = np.int64
 
@@ -247,8 +247,6 @@ def _shed_bound(
     if pb.group_move_weight > 0:
         # A solution that moves anything pays the group-move weight at least once; one
         # that moves nothing costs what the initial assignment costs.
-        from placement.solvers.reassign import evaluate_reassignment
-
         start = evaluate_reassignment(pb, init, init, limit=1)
         moved = total + int(pb.group_move_weight)
         total = min(start.total, moved) if start.feasible else moved
