@@ -59,7 +59,12 @@ from typing import Any
 import numpy as np
 
 from placement.errors import InvalidValueError
-from placement.solvers.reassign import ReassignProblem, _arrival_room, evaluate_reassignment
+from placement.solvers.reassign import (
+    ReassignProblem,
+    _arrival_room,
+    _usage,
+    evaluate_reassignment,
+)
 
 _I64 = np.int64
 
@@ -201,9 +206,7 @@ def _shed_bound(
     from ortools.sat.python import cp_model
 
     pb = problem
-    usage = np.zeros((pb.n_nodes, pb.n_resources), dtype=_I64)
-    np.add.at(usage, init, pb.demand)
-    over = np.maximum(usage - pb.soft_capacity, 0)
+    over = np.maximum(_usage(pb, init) - pb.soft_capacity, 0)
     load = over @ pb.soft_capacity_cost
     costly = np.flatnonzero(load > 0)
     # Cheapest move cost from each node: an item that leaves pays its own cost and at
@@ -217,9 +220,12 @@ def _shed_bound(
     if int(most.sum()) + int(pb.group_move_weight) <= beat:
         return None
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+    # Initial items grouped by node once (not one pass over all items per node).
+    order = np.argsort(init, kind="stable")
+    start_at = np.searchsorted(init[order], np.arange(pb.n_nodes + 1))
     total = 0
     for k, n in enumerate(costly.tolist()):
-        items = np.flatnonzero(init == n)
+        items = order[start_at[n] : start_at[n + 1]]
         m = cp_model.CpModel()
         leave = [m.new_bool_var("") for _ in items]
         terms: list[Any] = list(leave)
