@@ -417,11 +417,13 @@ def test_incremental_state_matches_evaluator() -> None:
         assert (getattr(fresh, name) == getattr(search, name)).all(), name
 
 
+@pytest.mark.parametrize("small_block", [0, 1 << 30], ids=["by-resource", "whole-block"])
 @pytest.mark.parametrize("name", ["a1_2", "a1_1"])
-def test_shift_scores_are_exact(name: str) -> None:
+def test_shift_scores_are_exact(name: str, small_block: int) -> None:
     inst, original = _load(name)
     problem = roadef_problem(inst)
     search = _Search(problem, original.copy(), seed=0)
+    search.small_block = small_block  # each of the two ways of computing the scores
     search._shift_pass(float("inf"))  # away from the start, so some items are moved
     items = np.random.default_rng(1).choice(inst.n_processes, 12, replace=False)
     scores = search._shift_scores(items)

@@ -901,6 +901,9 @@ class _Search:
         self.gw = pb.group_move_weight
         self.glimit = pb.group_move_limit
         self.node_range = np.arange(self.N)
+        # Shift scores of at most this many item-node-resource entries are computed in
+        # whole blocks, larger ones one resource at a time (less memory traffic).
+        self.small_block = 1 << 15
 
         self._reset(initial)
         self.iorder = np.argsort(initial, kind="stable")
@@ -1157,13 +1160,21 @@ class _Search:
         o = self.init[items]
         g = self.grp[items]
         d = self.D[items]
-        over0 = (self.U - self.SC).T.copy()  # (R, N): contiguous rows per resource
-        free0 = (self.C - self.U).T.copy()
         dT = d.T
-        target = self._cost_by_resource(
-            lambda r: over0[r][None, :] + dT[r][:, None],
-            lambda r: free0[r][None, :] - dT[r][:, None],
-        )
+        small = K * self.N * self.R <= self.small_block
+        if small:
+            # A few items (relocation's ejections): whole (K, N, R) blocks in a handful
+            # of numpy calls beat the per-resource loop, whose cost is call overhead.
+            target = self._cost(
+                self.U[None, :, :] + d[:, None, :], self.SC[None, :, :], self.C[None, :, :]
+            )
+        else:
+            over0 = (self.U - self.SC).T.copy()  # (R, N): contiguous rows per resource
+            free0 = (self.C - self.U).T.copy()
+            target = self._cost_by_resource(
+                lambda r: over0[r][None, :] + dT[r][:, None],
+                lambda r: free0[r][None, :] - dT[r][:, None],
+            )
         delta = np.broadcast_to(target - self.ncost[None, :], (K, self.N)).copy()
         delta += (self._cost_rows(self.U[a] - d, a) - self.ncost[a])[:, None]
         pm = self.pm[items]
@@ -1180,8 +1191,14 @@ class _Search:
         if self.mmw:
             mrow = self.mm[o]
             delta += self.mmw * (mrow - mrow[rows, a][:, None])
-        fit = np.ones((K, self.N), dtype=bool)
-        if not ignore_capacity:
+        if ignore_capacity:
+            fit = np.ones((K, self.N), dtype=bool)
+        elif small:
+            # Resources first: numpy reduces along the first axis far faster than
+            # along a short last one.
+            fit = (dT[:, :, None] <= (self.C - self.E).T[:, None, :]).all(axis=0)
+        else:
+            fit = np.ones((K, self.N), dtype=bool)
             room = (self.C - self.E).T.copy()
             for r in range(self.R):
                 fit &= dT[r][:, None] <= room[r][None, :]
