@@ -38,6 +38,7 @@ from placement.roadef import evaluate_roadef, roadef_problem, solve_roadef
 from placement.solvers.reassign import (
     _BIG,
     ReassignProblem,
+    _Board,
     _Search,
     evaluate_reassignment,
     solve_reassignment,
@@ -749,6 +750,56 @@ def test_workers_run_independent_searches_and_keep_the_best() -> None:
     assert runs[0].evaluation.total == min(totals) == totals[runs[0].stats["worker"]]
     assert (runs[0].assignment == runs[1].assignment).all()
     assert runs[1].stats["worker_totals"] == totals
+
+
+def test_restart_takes_the_boards_best_only_when_it_is_better() -> None:
+    inst, original = _load("a1_2")
+    problem = roadef_problem(inst)
+    better = solve_roadef(inst, original, time_limit_s=60, seed=1, max_rounds=1, lns=False)
+    search = _Search(problem, original.copy(), seed=0)
+    search.board = _Board(problem.n_items)
+    own_total, own = search.total, search.node_of.copy()
+    # An empty board, or sharing not yet allowed: back to the search's own best.
+    assert search._restart(own_total, own, share=True)[0] == own_total
+    search.board.post(better.evaluation.total, better.assignment)
+    assert search._restart(own_total, own, share=False)[0] == own_total
+    assert search.counters["adopted"] == 0
+    # A better one on the board is adopted, state and all.
+    total, best = search._restart(own_total, own, share=True)
+    assert total == better.evaluation.total == search.total < own_total
+    assert (best == better.assignment).all() and (search.node_of == best).all()
+    assert search.counters["adopted"] == 1
+    # Nothing worse replaces what the board holds.
+    search.board.post(own_total, own)
+    held = search.board.better_than(own_total + 1)
+    assert held is not None and held[0] == total and (held[1] == best).all()
+
+
+def test_board_is_shared_with_worker_processes() -> None:
+    import multiprocessing
+
+    from placement.solvers.reassign import _START_METHOD
+
+    board = _Board(3)
+    ctx = multiprocessing.get_context(_START_METHOD)
+    child = ctx.Process(target=board.post, args=(7, np.array([2, 0, 1])))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    got = board.better_than(8)
+    assert got is not None and got[0] == 7 and got[1].tolist() == [2, 0, 1]
+    assert board.better_than(7) is None
+
+
+def test_timed_workers_share_and_return_a_checked_best() -> None:
+    inst, original = _load("a1_2")
+    result = solve_roadef(inst, original, time_limit_s=6, seed=3, workers=2)
+    totals = result.stats["worker_totals"]
+    assert result.evaluation.feasible
+    # The returned best is re-checked, whichever search found it and whatever they
+    # took from each other.
+    assert result.evaluation.total == min(totals)
+    assert isinstance(result.stats["adopted"], int)
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])

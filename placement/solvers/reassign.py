@@ -121,6 +121,8 @@ Examples
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -730,11 +732,14 @@ def solve_reassignment(
         Called with ``{"seconds", "round", "phase", "total"}`` after each phase (of the
         first worker's search).
     workers : int
-        Independent searches run at once, one per process (this one and
-        ``workers - 1`` others), each with its own seed; the best result wins. The
-        first uses *seed* itself, so ``workers=1`` is the plain search; the others
-        start with the big items first (:meth:`_Search._ranged_descent`), a different
-        way into the search space. One per core: the search is single-threaded.
+        Searches run at once, one per process (this one and ``workers - 1`` others),
+        each with its own seed; the best result wins. The first uses *seed* itself, so
+        ``workers=1`` is the plain search; the others start with the big items first
+        (:meth:`_Search._ranged_descent`), a different way into the search space. They
+        search apart for the first half of the time limit; after that, a search that
+        is stuck restarts from the best assignment any of them has found (so the
+        better basin gets all the effort). Runs bounded by *max_rounds* never share,
+        so they stay reproducible. One per core: the search is single-threaded.
         Outside Linux the extra processes are spawned, which re-imports the calling
         script: guard it with ``if __name__ == "__main__":``.
 
@@ -767,9 +772,15 @@ def solve_reassignment(
     # Keep a little of the budget for the final exact evaluation and the caller's output.
     reserve = min(0.05 * time_limit_s, 2.0)
     wall_deadline = time.time() + time_limit_s - reserve
-    pool, futures = _start_workers(problem, init, seed, workers - 1, wall_deadline, max_rounds, lns)
+    # Time-bounded searches share their best (rounds-bounded ones stay independent, so
+    # that they are reproducible).
+    board = _Board(problem.n_items) if workers > 1 and max_rounds is None else None
+    pool, futures = _start_workers(
+        problem, init, seed, workers - 1, wall_deadline, max_rounds, lns, board
+    )
     try:
         search = _Search(problem, init, seed)
+        search.board = board
         stats = search.run(started + time_limit_s - reserve, max_rounds, lns, progress, started)
         runs = [(search.total, search.node_of.copy(), stats)]
         runs += [f.result() for f in futures]
@@ -802,6 +813,44 @@ def _worker_seed(seed: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
 
 
+class _Board:
+    """The best assignment found so far by any of the searches of one solve, shared
+    between their processes (shared memory, one lock)."""
+
+    def __init__(self, n_items: int) -> None:
+        ctx = multiprocessing.get_context(_START_METHOD)
+        self.lock = ctx.Lock()
+        self.total = ctx.RawValue("q", -1)  # -1: nothing posted yet
+        self.assignment = ctx.RawArray("q", n_items)
+
+    def post(self, total: int, assignment: np.ndarray) -> None:
+        """Record *assignment* if it beats the board's best."""
+        with self.lock:
+            if self.total.value < 0 or total < self.total.value:
+                np.frombuffer(self.assignment, dtype=np.int64)[:] = assignment
+                self.total.value = total
+
+    def better_than(self, total: int) -> tuple[int, np.ndarray] | None:
+        """(total, a copy of the assignment) if the board's best beats *total*, else None."""
+        with self.lock:
+            if 0 <= self.total.value < total:
+                return int(self.total.value), np.frombuffer(self.assignment, dtype=np.int64).copy()
+        return None
+
+
+# On Linux, fork shares the problem's arrays copy-on-write and never re-imports the caller's
+# main module. Elsewhere fork is unsafe (macOS system libraries) or absent, and spawn
+# re-imports the caller's script, which needs the usual main guard.
+_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+_worker_board: _Board | None = None  # set in each worker process by _set_board
+
+
+def _set_board(board: _Board | None) -> None:
+    """Pool initializer: shared memory reaches worker processes only this way."""
+    global _worker_board
+    _worker_board = board
+
+
 def _start_workers(
     problem: ReassignProblem,
     init: np.ndarray,
@@ -810,19 +859,19 @@ def _start_workers(
     wall_deadline: float,
     max_rounds: int | None,
     lns: bool,
+    board: _Board | None = None,
 ) -> tuple[Any, list[Any]]:
     """Start *count* extra searches in other processes; (pool or None, futures)."""
     if count <= 0:
         return None, []
-    import multiprocessing
-    import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    # On Linux, fork shares the problem's arrays copy-on-write and never re-imports the
-    # caller's main module. Elsewhere fork is unsafe (macOS system libraries) or absent,
-    # and spawn re-imports the caller's script, which needs the usual main guard.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=multiprocessing.get_context(_START_METHOD),
+        initializer=_set_board,
+        initargs=(board,),
+    )
     futures = [
         pool.submit(
             _run_worker, problem, init, _worker_seed(seed, k), wall_deadline, max_rounds, lns
@@ -844,6 +893,7 @@ def _run_worker(
     started = time.perf_counter()
     search = _Search(problem, init, seed)
     search.ranged_start = True  # diversity: start with the big items first
+    search.board = _worker_board
     deadline = started + (wall_deadline - time.time())
     stats = search.run(deadline, max_rounds, lns, None, started)
     return search.total, search.node_of.copy(), stats
@@ -955,6 +1005,8 @@ class _Search:
         self.kick_gate = 1e-4  # a round gaining less than this share of the cost is stuck
         self.kick_quantile = 0.02  # perturbation: this quantile of worsening best shifts
         self.kick_restart = 3  # rounds without a new best before going back to it
+        self.board: _Board | None = None  # where parallel searches share their best
+        self.share_after = 0.5  # share of the budget searched apart before sharing
         self.kick_kinds = ("revert", "worsen")
         self.kick_wins = dict.fromkeys(self.kick_kinds, 0)
         self.kick_tries = dict.fromkeys(self.kick_kinds, 0)
@@ -975,6 +1027,7 @@ class _Search:
             "lns_improved": 0,
             "lns_tried": 0,
             "lns_skipped": 0,
+            "adopted": 0,
         }
 
     def _reset(self, assignment: np.ndarray) -> None:
@@ -2098,6 +2151,17 @@ class _Search:
         elif whole:
             self.lns_failed[key] = self.clock
 
+    def _restart(self, best_total: int, best: np.ndarray, share: bool) -> tuple[int, np.ndarray]:
+        """Go back to the best assignment: this search's own or, when *share*, the
+        board's if that is better. Returns the (total, assignment) now held as best."""
+        if share and self.board is not None:
+            shared = self.board.better_than(best_total)
+            if shared is not None:
+                best_total, best = shared
+                self.counters["adopted"] += 1
+        self._reset(best)
+        return best_total, best
+
     def run(
         self,
         deadline: float,
@@ -2119,6 +2183,9 @@ class _Search:
         self.deadline = deadline
         best_total, best, stale = self.total, self.node_of.copy(), 0
         last_kick: str | None = None
+        # Searches run apart for the first part of the budget (varied starts find
+        # different basins), then restart from the best of all of them.
+        share_from = started + self.share_after * (deadline - started)
         while True:
             if max_rounds is not None and rnd >= max_rounds:
                 stop = "rounds"
@@ -2160,6 +2227,8 @@ class _Search:
                 if last_kick is not None:
                     self.kick_wins[last_kick] += 1
                     last_kick = None
+                if self.board is not None:
+                    self.board.post(best_total, best)
             else:
                 stale += 1
             if before - self.total <= self.kick_gate * max(self.total, 1):
@@ -2167,7 +2236,8 @@ class _Search:
                 # perturbing has not found a better one for a while, then perturb. The
                 # kind of perturbation is drawn by how often it led to a new best.
                 if stale >= self.kick_restart:
-                    self._reset(best)
+                    share = time.perf_counter() > share_from
+                    best_total, best = self._restart(best_total, best, share)
                     stale = 0
                 kinds: tuple[str, ...] = self.kick_kinds
                 if not (self.node_of != self.init).any():
