@@ -262,6 +262,8 @@ def _record(
         "seed": seed,
         "workers": args.workers,
         "worker_totals": res.stats.get("worker_totals"),
+        # Restarts of the winning search from another's better best (workers > 1).
+        "adopted": res.stats.get("adopted"),
         "lns": not args.no_lns,
         "original": orig_total,
         "total": costs["total"],

@@ -54,7 +54,10 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="independent searches in parallel, one per core; the best wins (default 1)",
+        help=(
+            "searches in parallel, one per core; after half the time limit a stuck one "
+            "restarts from the best of all; the best wins (default 1)"
+        ),
     )
     p.add_argument("--no-lns", action="store_true", help="local search only, no CP-SAT steps")
     p.add_argument(
