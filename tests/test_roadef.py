@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from placement.io.roadef import (
 from placement.roadef import evaluate_roadef, roadef_problem, solve_roadef
 from placement.solvers.reassign import (
     _BIG,
+    _START_METHOD,
     ReassignProblem,
     _Board,
     _Search,
@@ -776,10 +778,6 @@ def test_restart_takes_the_boards_best_only_when_it_is_better() -> None:
 
 
 def test_board_is_shared_with_worker_processes() -> None:
-    import multiprocessing
-
-    from placement.solvers.reassign import _START_METHOD
-
     board = _Board(3)
     ctx = multiprocessing.get_context(_START_METHOD)
     child = ctx.Process(target=board.post, args=(7, np.array([2, 0, 1])))

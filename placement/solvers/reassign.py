@@ -859,7 +859,7 @@ def _start_workers(
     wall_deadline: float,
     max_rounds: int | None,
     lns: bool,
-    board: _Board | None = None,
+    board: _Board | None,
 ) -> tuple[Any, list[Any]]:
     """Start *count* extra searches in other processes; (pool or None, futures)."""
     if count <= 0:
