@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import placement
@@ -324,11 +324,16 @@ def _execute(state: State, sch: Schedule, rng: np.random.Generator, p_fail: floa
             node_state[crash[1]] = NodeState.FAILED
             trouble = True
         alive = node_state != NodeState.FAILED
-        # In flight: every source still holds its copy, every target receives one.
+        # In flight: every source still holds its copy, every target receives one. Only
+        # receiving nodes are bound (as validate checks): a node that starts above its
+        # capacity and only sends is relieved, not made worse.
         load = node_load(state, nodes)
         incoming = np.zeros_like(load)
         np.add.at(incoming, p.target[moves], sh.demand[p.shard[moves]])
-        assert ((load + incoming <= c.capacity * (1 + 1e-9)) | ~alive[:, None]).all()
+        receiving = np.zeros(len(alive), dtype=bool)
+        receiving[p.target[moves]] = True
+        bound = (alive & receiving)[:, None]
+        assert ((load + incoming <= c.capacity * (1 + 1e-9)) | ~bound).all()
         touched = sorted(set(p.shard[moves].tolist()))
         before = {s: _shard_status(state, s, nodes[s], node_state) for s in touched}
         assert len(touched) == len(moves)  # one move per shard per wave
@@ -355,6 +360,8 @@ def _execute(state: State, sch: Schedule, rng: np.random.Generator, p_fail: floa
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Seed 486 starts with two nodes above capacity that only send in the first waves.
+@example(seed=486, n_failed=0, n_drain=0, conc=1, p_fail=0.0, crash=False)
 @given(
     seed=st.integers(0, 10_000),
     n_failed=st.integers(0, 1),
