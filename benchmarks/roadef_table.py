@@ -35,6 +35,7 @@ from typing import Any
 
 from placement.io.roadef import read_roadef_assignment, read_roadef_model
 from placement.roadef import evaluate_roadef, roadef_problem, solve_roadef
+from placement.solvers.reassign import START_KINDS
 from placement.solvers.reassign_bound import reassignment_lower_bound
 
 #: Best value in the data README's sources (its section 5, last column), per instance.
@@ -120,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="parallel searches per run, best wins"
     )
     parser.add_argument(
+        "--starts",
+        nargs="+",
+        choices=START_KINDS,
+        default=None,
+        metavar="KIND",
+        help=f"how each worker starts, one per worker ({', '.join(START_KINDS)}); "
+        "default: the library's",
+    )
+    parser.add_argument(
         "--bound",
         action="store_true",
         help="also compute the LP lower bound per instance (before the runs; up to "
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.starts is not None and len(args.starts) != args.workers:
+        parser.error(f"--starts needs one start per worker ({args.workers}), got {args.starts}")
     seeds = args.seed
     if min(seeds) < 0 or len(set(seeds)) < len(seeds):
         parser.error(f"--seed takes distinct non-negative integers, got {seeds}")
@@ -147,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"command: python benchmarks/roadef_table.py --time-limit "
         f"{' '.join(f'{t:g}' for t in limits)} --instances {' '.join(args.instances)} "
-        f"--seed {' '.join(map(str, seeds))} --workers {args.workers}{' --no-lns' if args.no_lns else ''}"
+        f"--seed {' '.join(map(str, seeds))} --workers {args.workers}"
+        f"{f' --starts {chr(32).join(args.starts)}' if args.starts else ''}"
+        f"{' --no-lns' if args.no_lns else ''}"
         f"{f' --bound --bound-time-limit {args.bound_time_limit:g}' if args.bound else ''}"
     )
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=seed,
                     lns=not args.no_lns,
                     workers=args.workers,
+                    starts=args.starts,
                 )
                 costs, violations = evaluate_roadef(inst, original, res.assignment)
                 totals.append(costs["total"])
@@ -261,6 +276,7 @@ def _record(
         "time_limit_s": t,
         "seed": seed,
         "workers": args.workers,
+        "starts": args.starts,
         "worker_totals": res.stats.get("worker_totals"),
         # Restarts of the winning search from another's better best (workers > 1).
         "adopted": res.stats.get("adopted"),

@@ -3,7 +3,7 @@
 ::
 
     placement roadef MODEL ASSIGNMENT -o SOLUTION [--time-limit S] [--seed K] [--workers W]
-                     [--bound]
+                     [--starts KIND ...] [--bound]
     placement roadef MODEL ASSIGNMENT --check SOLUTION
 
 The first form improves the original assignment with the library's reassignment engine
@@ -24,6 +24,8 @@ import argparse
 import sys
 import time
 from typing import Any
+
+from placement.solvers.reassign import START_KINDS
 
 __all__ = ["register", "run"]
 
@@ -58,6 +60,15 @@ def register(subparsers: Any) -> None:
             "searches in parallel, one per core; after half the time limit a stuck one "
             "restarts from the best of all; the best wins (default 1)"
         ),
+    )
+    p.add_argument(
+        "--starts",
+        nargs="+",
+        choices=START_KINDS,
+        default=None,
+        metavar="KIND",
+        help=f"how each worker starts, one per worker ({', '.join(START_KINDS)}; "
+        "default: the library's choice for the number of workers)",
     )
     p.add_argument("--no-lns", action="store_true", help="local search only, no CP-SAT steps")
     p.add_argument(
@@ -113,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidValueError(f"--time-limit must be positive, got {args.time_limit}.")
     if args.workers < 1:
         raise InvalidValueError(f"--workers must be at least 1, got {args.workers}.")
+    if args.starts is not None and len(args.starts) != args.workers:
+        raise InvalidValueError(
+            f"--starts names {len(args.starts)} start(s) for {args.workers} worker(s); "
+            "give one per worker (--workers sets their number)."
+        )
     show = not args.quiet and sys.stderr.isatty()
 
     def progress(info: dict[str, Any]) -> None:
@@ -133,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         lns=not args.no_lns,
         progress=progress,
         workers=args.workers,
+        starts=args.starts,
     )
     if show:
         print(file=sys.stderr)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -690,6 +691,98 @@ def test_ranged_descent_moves_the_biggest_items_first() -> None:
     assert ev.feasible and ev.total == search.total < start
 
 
+def _biggest(problem: ReassignProblem, frac: float) -> np.ndarray:
+    """Mask of the biggest *frac* of the items, by the staged start's size."""
+    share = (problem.demand / problem.soft_capacity.sum(axis=0)).sum(axis=1)
+    mask = np.zeros(problem.n_items, dtype=bool)
+    mask[np.argsort(-share, kind="stable")[: int(frac * problem.n_items)]] = True
+    return mask
+
+
+@pytest.mark.parametrize("name", ["a1_2", "a2_2"])
+def test_restricted_rounds_move_only_the_movable_items(name: str) -> None:
+    # Every neighbourhood and both perturbations respect the mask: four rounds of the
+    # full search (CP-SAT steps included; a2_2 relocates and has transient resources)
+    # move only the biggest fifth of the items, and stay exact.
+    inst, original = _load(name)
+    problem = roadef_problem(inst)
+    search = _Search(problem, original.copy(), seed=2)
+    search.movable = _biggest(problem, 0.2)
+    search.kick_gate = 1.0  # perturb after every round
+    rounds, stop = search._rounds(float("inf"), 4, True, lambda phase, rnd: None, float("inf"))
+    assert (rounds, stop) == (4, "rounds")
+    assert sum(search.kick_tries.values()) == 4
+    assert search.counters["lns_tried"] > 0
+    moved = search.node_of != original
+    assert moved.any()
+    assert not (moved & ~search.movable).any()
+    ev = evaluate_reassignment(problem, original, search.node_of)
+    assert ev.feasible and ev.total == search.total
+
+
+def test_restricted_scores_rule_out_the_other_items() -> None:
+    inst, original = _load("a1_2")
+    problem = roadef_problem(inst)
+    search = _Search(problem, original.copy(), seed=0)
+    items = np.arange(problem.n_items)
+    free = search._shift_scores(items)
+    search.movable = _biggest(problem, 0.5)
+    held = search._shift_scores(items)
+    assert (held[~search.movable] == _BIG).all()
+    assert (held[search.movable] == free[search.movable]).all()
+    assert (search._shift_scores(items, ignore_capacity=True)[~search.movable] == _BIG).all()
+    occupied = np.zeros((problem.n_groups, problem.n_nodes), dtype=np.int32)
+    np.add.at(occupied, (problem.group, search.node_of), 1)
+    for a in range(problem.n_nodes):
+        ia, _ = search._swap_scores_node(a, items[search.node_of != a], occupied)
+        on_a = search.node_of == a
+        assert ia.tolist() == np.flatnonzero(on_a & search.movable).tolist()
+    assert search._may_move(items).tolist() == np.flatnonzero(search.movable).tolist()
+
+
+def test_staged_start_keeps_the_best_of_its_starts_and_is_deterministic() -> None:
+    inst, original = _load("a1_2")
+    problem = roadef_problem(inst)
+    runs = []
+    for _ in range(2):
+        search = _Search(problem, original.copy(), seed=3)
+        search.set_start("staged")
+        stats = search.run(float("inf"), 2, True, None, 0.0)
+        runs.append((search.node_of.copy(), stats))
+    (final, stats), (again, stats2) = runs
+    ends = stats["staged_totals"]
+    # Three starts, each two stages of three rounds; the lowest one went on.
+    assert len(ends) == 3 and stats["staged_kept"] == int(np.argmin(ends))
+    assert len(set(ends)) > 1  # the starts differ
+    assert stats["rounds"] == 2 and stats["stop"] == "rounds"
+    ev = evaluate_reassignment(problem, original, final)
+    assert ev.feasible and ev.total <= min(ends)
+    # Reproducible when every stage ends on rounds.
+    assert (final == again).all() and stats2["staged_totals"] == ends
+
+
+def test_each_start_kind_returns_a_checked_solution() -> None:
+    inst, original = _load("a1_2")
+    kw: dict[str, Any] = {"time_limit_s": 60, "seed": 1, "max_rounds": 1, "lns": False}
+    start = evaluate_roadef(inst, original, original).costs["total"]
+    for kind in ("plain", "ranged", "staged"):
+        res = solve_roadef(inst, original, starts=[kind], **kw)
+        assert res.evaluation.feasible and res.evaluation.total < start
+        assert ("staged_totals" in res.stats) == (kind == "staged")
+    both = solve_roadef(inst, original, workers=2, starts=("staged", "plain"), **kw)
+    assert both.evaluation.total == min(both.stats["worker_totals"])
+
+
+@pytest.mark.parametrize(
+    ("starts", "words"),
+    [(["greedy"], "unknown start 'greedy'"), (["plain", "ranged"], "2 start(s) for 1 worker")],
+)
+def test_starts_are_checked(starts: list[str], words: str) -> None:
+    problem = ReassignProblem.build(capacity=[[10], [10]], demand=[[4], [4]])
+    with pytest.raises(InvalidValueError, match=re.escape(words)):
+        solve_reassignment(problem, [0, 1], starts=starts)
+
+
 @pytest.mark.parametrize(("name", "rounds"), [("a1_2", 6), ("a2_2", 10)])
 def test_perturbed_search_is_deterministic_per_seed(name: str, rounds: int) -> None:
     # a2_2 starts by relocating (huge items, transient resources), a1_2 does not.
@@ -742,16 +835,24 @@ def test_workers_run_independent_searches_and_keep_the_best() -> None:
     inst, original = _load("a1_2")
     kw: dict[str, Any] = {"time_limit_s": 60, "seed": 4, "max_rounds": 1, "lns": False}
     alone = solve_roadef(inst, original, **kw)
-    runs = [solve_roadef(inst, original, workers=2, **kw) for _ in range(2)]
+    starts = ("plain", "ranged")
+    runs = [solve_roadef(inst, original, workers=2, starts=starts, **kw) for _ in range(2)]
     totals = runs[0].stats["worker_totals"]
     assert len(totals) == 2
-    # The first worker is the single search itself; the best of both is returned,
+    # A plain first worker is the single search itself; the best of both is returned,
     # re-checked, and the choice is reproducible when the runs end on rounds.
     assert totals[0] == alone.evaluation.total
     assert runs[0].evaluation.feasible
     assert runs[0].evaluation.total == min(totals) == totals[runs[0].stats["worker"]]
     assert (runs[0].assignment == runs[1].assignment).all()
     assert runs[1].stats["worker_totals"] == totals
+    # The default for two workers starts the first staged: another first total, the
+    # same second one (same seed, same start), and as reproducible.
+    default = [solve_roadef(inst, original, workers=2, **kw) for _ in range(2)]
+    got = default[0].stats["worker_totals"]
+    assert got[1] == totals[1] and got[0] != totals[0]
+    assert default[1].stats["worker_totals"] == got
+    assert (default[0].assignment == default[1].assignment).all()
 
 
 def test_restart_takes_the_boards_best_only_when_it_is_better() -> None:
@@ -828,6 +929,9 @@ def test_cli_solves_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     # a1_1's optimum 44,306,501 is within 25 of the LP bound: 0.00% unproven.
     assert "lower bound: 44,306,4" in text
     assert "unproven share of the new total: 0.00%" in text
+    staged = ["--time-limit", "2", "--starts", "staged"]
+    assert main(["roadef", str(model), str(assignment), "-o", str(out), *staged]) == 0
+    assert "feasible: yes" in capsys.readouterr().out
 
 
 def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -843,6 +947,9 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = str(tmp_path / "out.txt")
     assert main(["roadef", str(model), str(assignment), "-o", out, "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+    starts = ["--workers", "2", "--starts", "staged"]
+    assert main(["roadef", str(model), str(assignment), "-o", out, *starts]) == 2
+    assert "--starts names 1 start(s) for 2 worker(s)" in capsys.readouterr().err
     args = ["roadef", str(model), str(assignment), "-o", out, "--bound"]
     assert main([*args, "--bound-time-limit", "0"]) == 2
     assert "--bound-time-limit must be positive" in capsys.readouterr().err
@@ -886,3 +993,6 @@ def test_table_runs_each_seed_and_reports_the_mean_and_range(
             table.main([*argv, *bad])
         assert exc.value.code == 2
     assert "distinct non-negative" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        table.main([*argv, "--starts", "staged", "plain"])
+    assert "--starts needs one start per worker (1)" in capsys.readouterr().err

@@ -35,7 +35,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,6 +159,7 @@ def solve_roadef(
     lns: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
     workers: int = 1,
+    starts: Sequence[str] | None = None,
 ) -> ReassignResult:
     """Improve the original assignment with the library's reassignment engine.
 
@@ -176,4 +177,5 @@ def solve_roadef(
         lns=lns,
         progress=progress,
         workers=workers,
+        starts=starts,
     )
