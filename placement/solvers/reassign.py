@@ -1776,16 +1776,20 @@ class _Search:
             self.pricing = False
             self._descend_once(deadline)
 
+    def _by_size(self) -> np.ndarray:
+        """Items from the biggest down. Size is an item's demand as a share of the
+        cluster's soft capacity, summed over resources."""
+        share = (self.D / np.maximum(self.SC.sum(axis=0), 1)).sum(axis=1)
+        return np.argsort(-share, kind="stable")
+
     def _ranged_descent(self, deadline: float) -> None:
         """Shift descents over the biggest 5%, 10%, 20%, 40% and 70% of the items.
 
-        Size is an item's demand as a share of the cluster's soft capacity, summed over
-        resources. The big items move first and take the nodes' transient room before
-        the many small ones can spend it on small gains (the order of ranges of the
-        challenge winner's search, Gavranovic, Buljubasic and Demirovic 2012).
+        The big items (:meth:`_by_size`) move first and take the nodes' transient room
+        before the many small ones can spend it on small gains (the order of ranges of
+        the challenge winner's search, Gavranovic, Buljubasic and Demirovic 2012).
         """
-        share = (self.D / np.maximum(self.SC.sum(axis=0), 1)).sum(axis=1)
-        order = np.argsort(-share, kind="stable")
+        order = self._by_size()
         for frac in (0.05, 0.1, 0.2, 0.4, 0.7):
             top = order[: max(1, int(frac * self.P))]
             while self._shift_pass(deadline, self.rng.permutation(top)):
@@ -2319,8 +2323,7 @@ class _Search:
 
         Returns stats: the total each start ended its stages on, and which was kept.
         """
-        share = (self.D / np.maximum(self.SC.sum(axis=0), 1)).sum(axis=1)
-        order = np.argsort(-share, kind="stable")
+        order = self._by_size()
         stage_s = self.staged_stage_share * (deadline - started)
         ends: list[int] = []
         best: tuple[int, np.ndarray] | None = None
