@@ -2324,19 +2324,24 @@ class _Search:
         Returns stats: the total each start ended its stages on, and which was kept.
         """
         order = self._by_size()
+        masks = []
+        for frac in self.staged_fracs:
+            mask = np.zeros(self.P, dtype=bool)
+            mask[order[: max(1, int(frac * self.P))]] = True
+            masks.append(mask)
         stage_s = self.staged_stage_share * (deadline - started)
+        # Runs bounded by rounds bound their stages by rounds alone, so they stay
+        # reproducible.
+        rounds = None if max_rounds is None else self.staged_stage_rounds
         ends: list[int] = []
         best: tuple[int, np.ndarray] | None = None
         for _ in range(self.staged_starts):
             if time.perf_counter() > deadline:
                 break
             self._reset(self.init)
-            for frac in self.staged_fracs:
-                self.movable = np.zeros(self.P, dtype=bool)
-                self.movable[order[: max(1, int(frac * self.P))]] = True
-                # The stage's end bounds CP-SAT's wall-clock limit too. Runs bounded by
-                # rounds bound their stages by rounds alone, so they stay reproducible.
-                rounds = None if max_rounds is None else self.staged_stage_rounds
+            for mask in masks:
+                self.movable = mask
+                # The stage's end bounds CP-SAT's wall-clock limit too.
                 stage_end = deadline if rounds is not None else time.perf_counter() + stage_s
                 self.deadline = min(deadline, stage_end)
                 # No sharing inside a stage: restricted totals are not comparable.
@@ -2346,7 +2351,6 @@ class _Search:
             ends.append(self.total)
             if best is None or self.total < best[0]:
                 best = (self.total, self.node_of.copy())
-        self.movable = None
         if best is not None:
             self._reset(best[1])
         return {"staged_totals": ends, "staged_kept": int(np.argmin(ends)) if ends else None}
