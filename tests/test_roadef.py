@@ -38,14 +38,11 @@ from placement.io.roadef import (
 )
 from placement.roadef import evaluate_roadef, roadef_problem, solve_roadef
 from placement.solvers.reassign import (
-    _BIG,
-    _START_METHOD,
     ReassignProblem,
-    _Board,
-    _Search,
     evaluate_reassignment,
     solve_reassignment,
 )
+from placement.solvers.reassign_search import _BIG, _START_METHOD, _Board, _Search
 
 HERE = Path(__file__).parent / "data" / "roadef2012"
 SHARED = Path(

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from placement.errors import InvalidValueError
-from placement.solvers.reassign import (
+from placement.solvers.reassign_problem import (
     ReassignProblem,
     _arrival_room,
     _usage,
