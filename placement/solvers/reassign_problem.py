@@ -45,14 +45,17 @@ problems. Users import these names from :mod:`placement.solvers.reassign` or
 
 Examples
 --------
+Two items of a transient resource swap nodes. Each fits where it goes, but while it
+moves its source still holds it, so both nodes overflow:
+
 >>> import numpy as np
 >>> problem = ReassignProblem.build(
-...     capacity=[[10], [10]], demand=[[4], [4]], soft_capacity=[[5], [5]],
-...     soft_capacity_cost=[1], item_move_cost=[1, 1])
->>> initial = np.array([0, 0])
->>> evaluation = evaluate_reassignment(problem, initial, np.array([0, 1]))
->>> evaluation.costs["soft_capacity"], evaluation.costs["item_move"], evaluation.feasible
-(0, 1, True)
+...     capacity=[[10], [10]], demand=[[6], [5]], transient=[True], item_move_cost=[1, 1])
+>>> swapped = evaluate_reassignment(problem, np.array([0, 1]), np.array([1, 0]))
+>>> swapped.feasible, swapped.counts()["transient"]
+(False, 2)
+>>> swapped.violations[0].message
+'node 0 needs 11 of transient resource 0 while items move away from it (6 still in use by them), above its capacity 10'
 """
 
 from __future__ import annotations
